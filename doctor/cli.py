@@ -1,0 +1,250 @@
+"""The `dockdoc` command line: one small function per command, errors turned into one line."""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import traceback
+from typing import List, Optional
+
+import typer
+
+from doctor import __version__, facts, report
+from doctor.engine import evaluate as engine
+from doctor.engine import packs as pack_loader
+from doctor.errors import DockdocError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+app = typer.Typer(
+    help="dockdoc: finds why a containerized service answers 400, resets or times out.\n\n"
+         "Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, "
+         "2 usage, configuration or Docker connection error.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+rules_app = typer.Typer(help="List, show, validate and test rule packs.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+_state = {"debug": False}
+
+Format = enum.Enum("Format", {name: name for name in report.FORMATS}, type=str)
+
+
+class Severity(str, enum.Enum):
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class FailOn(str, enum.Enum):
+    info = "info"
+    warning = "warning"
+    error = "error"
+    never = "never"
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"dockdoc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+):
+    _state["debug"] = debug
+
+
+RulesOption = typer.Option(
+    None, "--rules", metavar="PATH",
+    help="Extra rule pack file or directory (repeatable; also DOCKDOC_RULES, ':'-separated).")
+
+
+def _packs(rules: Optional[List[str]]):
+    paths = list(rules or [])
+    paths += [p for p in os.environ.get("DOCKDOC_RULES", "").split(os.pathsep) if p]
+    return pack_loader.load_all(paths)
+
+
+def _collect(containers, running: bool, log_lines: int, use_exec: bool) -> dict:
+    # Imported here so that `--from FILE` and the rules commands never need a Docker SDK connection.
+    from doctor.collect import connection
+    from doctor.collect import docker as collector
+
+    api = connection.connect()
+    if use_exec:
+        typer.echo("dockdoc: --exec may run `cat /proc/net/tcp` inside containers whose sockets "
+                   "cannot be read from this host", err=True)
+    return collector.collect(api, containers, running_only=running,
+                             options=collector.Options(log_lines=log_lines, use_exec=use_exec))
+
+
+@app.command()
+def scan(
+    containers: Optional[List[str]] = typer.Argument(None, help="Names, ids or globs (default: all)."),
+    running: bool = typer.Option(False, "--running", help="Only running containers."),
+    fmt: Format = typer.Option("table", "--format", "-f", help="Output format."),
+    min_severity: Severity = typer.Option(Severity.info, "--min-severity", help="Hide findings below this."),
+    fail_on: FailOn = typer.Option(FailOn.error, "--fail-on", help="Exit 1 when a finding is at or above this."),
+    from_file: Optional[str] = typer.Option(None, "--from", metavar="FILE",
+                                            help="Diagnose a snapshot file instead of the Docker daemon."),
+    log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read per container."),
+    use_exec: bool = typer.Option(False, "--exec",
+                                  help="Opt in to `docker exec cat /proc/net/tcp` inside containers "
+                                       "whose sockets this host cannot see (runs a process in them)."),
+    rules: Optional[List[str]] = RulesOption,
+):
+    """Diagnose containers: every container (running, exited, created) unless you name some."""
+    loaded = _packs(rules)  # a broken pack fails before any Docker work
+    if from_file:
+        snapshot = facts.read_snapshot(from_file)
+        snapshot["containers"] = _select_from_snapshot(snapshot["containers"], containers, running)
+        source = f"snapshot:{from_file}"
+    else:
+        snapshot = _collect(containers, running, log_lines, use_exec)
+        source = "docker"
+    result = engine.evaluate(snapshot, pack_loader.all_rules(loaded))
+    document = report.build(snapshot, result.findings, result.unknown, min_severity.value, source)
+    report.FORMATS[fmt.value](document, sys.stdout, _color(sys.stdout))
+    if fail_on != FailOn.never:
+        floor = pack_loader.SEVERITY_RANK[fail_on.value]
+        if any(pack_loader.SEVERITY_RANK[f["severity"]] >= floor for f in result.findings):
+            raise typer.Exit(EXIT_FINDINGS)
+
+
+def _select_from_snapshot(containers: list, patterns, running: bool) -> list:
+    from doctor.collect.docker import select
+
+    if running:
+        containers = [c for c in containers if c["state"].get("running")]
+    summaries = [{"Id": c["id"], "Names": ["/" + c["name"]], "Labels": c.get("labels") or {}, "_facts": c}
+                 for c in containers]
+    return [s["_facts"] for s in select(summaries, list(patterns or []))]
+
+
+@app.command()
+def snapshot(
+    output: str = typer.Option(..., "--output", "-o", metavar="FILE", help="Where to write the JSON ('-' for stdout)."),
+    containers: Optional[List[str]] = typer.Argument(None, help="Names, ids or globs (default: all)."),
+    running: bool = typer.Option(False, "--running", help="Only running containers."),
+    log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read per container."),
+    use_exec: bool = typer.Option(False, "--exec", help="As for scan: opt in to `docker exec` for sockets."),
+):
+    """Write the collected facts as JSON, to diagnose later with `scan --from FILE` (env values are never included)."""
+    data = _collect(containers, running, log_lines, use_exec)
+    facts.write_snapshot(data, output)
+    if output != "-":
+        typer.echo(f"wrote {len(data['containers'])} containers to {output}", err=True)
+
+
+@app.command()
+def explain(
+    container: str = typer.Argument(..., help="Name, id or glob of the container."),
+    from_file: Optional[str] = typer.Option(None, "--from", metavar="FILE", help="Read a snapshot instead of Docker."),
+    log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read."),
+    use_exec: bool = typer.Option(False, "--exec", help="As for scan: opt in to `docker exec` for sockets."),
+    rules: Optional[List[str]] = RulesOption,
+):
+    """One container in depth: state, exit code, restarts, health, ports joined with listeners, logs, findings."""
+    from doctor.report import explain as explain_report
+
+    loaded = _packs(rules)
+    if from_file:
+        data = facts.read_snapshot(from_file)
+        data["containers"] = _select_from_snapshot(data["containers"], [container], False)
+    else:
+        data = _collect([container], False, log_lines, use_exec)
+    result = engine.evaluate(data, pack_loader.all_rules(loaded))
+    color = _color(sys.stdout)
+    for index, item in enumerate(data["containers"]):
+        if index:
+            typer.echo("")
+        mine = [f for f in result.findings if f["container"]["id"] == item["id"]]
+        typer.echo(explain_report.render(item, mine, color))
+
+
+@rules_app.command("list")
+def rules_list(
+    fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
+    rules: Optional[List[str]] = RulesOption,
+):
+    """List every rule: id, cause, severity, pack, title."""
+    import json
+
+    from tabulate import tabulate
+
+    loaded = pack_loader.all_rules(_packs(rules))
+    rows = [{"id": r.qualified_id, "cause": r.cause, "severity": r.severity, "pack": r.pack, "title": r.title}
+            for r in loaded]
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        typer.echo(tabulate([list(r.values()) for r in rows], headers=["ID", "CAUSE", "SEVERITY", "PACK", "TITLE"]))
+
+
+@rules_app.command("validate")
+def rules_validate(paths: List[str] = typer.Argument(..., help="Pack files or directories.")):
+    """Check packs and print every error with file, line and place; exit 0 when valid, 2 when not."""
+    errors, count = [], 0
+    for path in paths:
+        found, problems = pack_loader.load_path(path)
+        errors.extend(problems)
+        count += sum(len(p.rules) for p in found)
+    for line in errors:
+        typer.echo(line, err=True)
+    if errors:
+        raise typer.Exit(EXIT_ERROR)
+    typer.echo(f"ok: {count} rule{'s' if count != 1 else ''} valid")
+
+
+@rules_app.command("test")
+def rules_test(paths: List[str] = typer.Argument(..., help="Pack files or directories.")):
+    """Run every rule's examples: each `match` must fire, each `no_match` must not. Exit 1 on failure."""
+    from doctor.engine import examples
+
+    packs, errors = [], []
+    for path in paths:
+        found, problems = pack_loader.load_path(path)
+        packs.extend(found)
+        errors.extend(problems)
+    if errors:
+        for line in errors:
+            typer.echo(line, err=True)
+        raise typer.Exit(EXIT_ERROR)
+    failed = 0
+    for outcome in examples.run(pack_loader.all_rules(packs)):
+        status = "ok  " if outcome.ok else "FAIL"
+        typer.echo(f"{status} {outcome.rule} ({outcome.checked} examples)")
+        for problem in outcome.problems:
+            typer.echo(f"     {problem}")
+        failed += not outcome.ok
+    total = sum(len(p.rules) for p in packs)
+    typer.echo(f"{total - failed} passed, {failed} failed")
+    if failed:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _color(stream) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def main() -> None:
+    try:
+        app()
+    except DockdocError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"dockdoc: error: {exc}", err=True)
+        if isinstance(exc, pack_loader.RulePackError) and len(exc.problems) > 1:
+            for line in exc.problems[1:20]:
+                typer.echo(f"  {line}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

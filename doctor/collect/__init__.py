@@ -1,0 +1,1 @@
+"""Collectors: turn the Docker Engine, /proc and psutil into facts (see doctor.facts)."""

@@ -1,0 +1,1 @@
+"""The rule engine: load and validate packs, evaluate conditions over facts, render findings."""

@@ -1,0 +1,165 @@
+"""Condition operators: one flat table, each entry a value check (at load) and a test (at scan).
+
+A test returns False for "no match" and a truthy value for a match; a dict is a match whose
+named regex groups rules can quote as `match.<name>`. A type mismatch is no match, never a crash.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable
+
+import re2
+
+MAX_PATTERN = 1000  # characters; a longer pattern is almost surely a mistake
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # errors reach the user through validation, not on stderr
+_RE2_OPTIONS.max_mem = 8 << 20  # bounds the compiled program, so a pack cannot exhaust memory
+
+
+class BadValue(Exception):
+    """A condition's `value` does not fit its operator (raised at load, with a message)."""
+
+
+def compile_regex(pattern: Any):
+    """RE2 matches in time linear in the input: no pattern can hang a scan on a long log."""
+    if not isinstance(pattern, str):
+        raise BadValue("value must be a string (a regular expression)")
+    if len(pattern) > MAX_PATTERN:
+        raise BadValue(f"regular expression longer than {MAX_PATTERN} characters")
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise BadValue(f"invalid regular expression {pattern!r}: {detail} "
+                          "(RE2 syntax: no backreferences or lookaround)") from None
+
+
+def _number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _comparable(a, b) -> bool:
+    if _number(a) and _number(b):
+        return True
+    return type(a) is type(b) and isinstance(a, (str,))
+
+
+def _compare(fn: Callable[[Any, Any], bool]):
+    def test(actual, expected):
+        return _comparable(actual, expected) and fn(actual, expected)
+
+    return test
+
+
+def _eq(actual, expected):
+    if _number(actual) and _number(expected):
+        return actual == expected
+    return type(actual) is type(expected) and actual == expected
+
+
+def _contains(actual, expected):
+    if isinstance(actual, str):
+        return isinstance(expected, str) and expected in actual
+    if isinstance(actual, list):
+        return any(_eq(item, expected) for item in actual)
+    if isinstance(actual, dict):
+        return isinstance(expected, str) and expected in actual
+    return False
+
+
+def _in(actual, expected):
+    return not isinstance(actual, (list, dict)) and actual is not None and any(_eq(actual, e) for e in expected)
+
+
+def _not_in(actual, expected):
+    return not isinstance(actual, (list, dict)) and actual is not None and not _in(actual, expected)
+
+
+def _all_in(actual, expected):
+    # An empty list is *no match*: "every listener is on loopback" must not hold when there are none.
+    return isinstance(actual, list) and bool(actual) and all(_in(a, expected) for a in actual)
+
+
+def _any_in(actual, expected):
+    return isinstance(actual, list) and any(_in(a, expected) for a in actual)
+
+
+def _regex(actual, pattern):
+    if not isinstance(actual, str):
+        return False
+    found = pattern.search(actual)
+    if not found:
+        return False
+    return {"text": actual, **{k: v for k, v in found.groupdict().items() if v is not None}}
+
+
+def _any_match(actual, pattern):
+    """True when any string in the list matches; the *last* match wins, as logs read newest last."""
+    if not isinstance(actual, list):
+        return False
+    for item in reversed(actual):
+        result = _regex(item, pattern)
+        if result:
+            return result
+    return False
+
+
+def _empty(actual, _):
+    return actual is None or (isinstance(actual, (str, list, dict)) and len(actual) == 0)
+
+
+def _not_empty(actual, _):
+    return isinstance(actual, (str, list, dict)) and len(actual) > 0
+
+
+def _no_value(value):
+    if value is not None:
+        raise BadValue("this operator takes no value")
+    return None
+
+
+def _scalar(value):
+    if isinstance(value, (list, dict)) or value is None:
+        raise BadValue("value must be a string, number or boolean")
+    return value
+
+
+def _number_value(value):
+    if not _number(value) and not isinstance(value, str):
+        raise BadValue("value must be a number or a string")
+    return value
+
+
+def _list(value):
+    if not isinstance(value, list) or any(isinstance(v, (list, dict)) for v in value):
+        raise BadValue("value must be a list of strings, numbers or booleans")
+    return value
+
+
+def _any_value(value):
+    if value is None:
+        raise BadValue("value is required")
+    return value
+
+
+# name -> (check and prepare the rule's value at load, test at scan)
+OPERATORS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any], Any]]] = {
+    "eq": (_scalar, _eq),
+    "ne": (_scalar, lambda a, e: a is not None and not _eq(a, e)),
+    "gt": (_number_value, _compare(lambda a, e: a > e)),
+    "ge": (_number_value, _compare(lambda a, e: a >= e)),
+    "lt": (_number_value, _compare(lambda a, e: a < e)),
+    "le": (_number_value, _compare(lambda a, e: a <= e)),
+    "in": (_list, _in),
+    "not-in": (_list, _not_in),
+    "contains": (_any_value, _contains),
+    "all-in": (_list, _all_in),
+    "any-in": (_list, _any_in),
+    "regex": (compile_regex, _regex),
+    "any-match": (compile_regex, _any_match),
+    "present": (_no_value, lambda a, _: a is not None),
+    "absent": (_no_value, lambda a, _: a is None),
+    "empty": (_no_value, _empty),
+    "not-empty": (_no_value, _not_empty),
+}
