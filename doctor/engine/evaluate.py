@@ -82,7 +82,8 @@ def evaluate_rule(rule: Rule, container: dict, host: dict) -> tuple[list[dict], 
         outcome = _eval(rule.when, context, unknown, matches)
         if outcome is None:
             saw_unknown = True
-        elif outcome:
+        elif outcome and not (rule.unless is not None and _eval(rule.unless, context, unknown, {}) is True):
+            # `unless` only silences a finding when it is known to hold: unknown keeps the finding.
             if matches:
                 context = dict(context, match=matches)
             findings.append(render(rule, container, context, item))

@@ -26,8 +26,8 @@ SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 PACK_KEYS = {"pack", "version", "description", "requires", "rules"}
-RULE_KEYS = {"id", "cause", "severity", "title", "each", "when", "message", "evidence", "fix", "docs",
-             "examples"}
+RULE_KEYS = {"id", "cause", "severity", "title", "each", "when", "unless", "message", "evidence", "fix",
+             "docs", "examples"}
 REQUIRED_RULE_KEYS = ("id", "cause", "severity", "title", "when", "message")
 MAX_RULES = 500
 MAX_CONDITION_NODES = 200
@@ -62,6 +62,7 @@ class Rule:
     severity: str
     title: str
     when: object
+    unless: object | None  # a condition that, when true, explains the symptom better: no finding
     message: Template
     evidence: list
     fix: Template | None
@@ -237,12 +238,14 @@ def _parse_rule(data, pack: str, path: tuple, problems: _Problems) -> Rule | Non
             except TemplateError as exc:
                 bad("each", str(exc))
 
-    when = None
+    when = unless = None
+    counter = [0]  # shared: the node budget covers `when` and `unless` together
     if "when" in data:
-        counter = [0]
         when = _parse_condition(data["when"], path + ("when",), ("when",), 0, counter, label, problems)
         if when is not None:
             fields |= _condition_fields(when)
+    if data.get("unless") is not None:
+        unless = _parse_condition(data["unless"], path + ("unless",), ("unless",), 0, counter, label, problems)
 
     templates = {}
     for key in ("message", "fix"):
@@ -277,7 +280,7 @@ def _parse_rule(data, pack: str, path: tuple, problems: _Problems) -> Rule | Non
     if len(problems.items) > before:
         return None
     return Rule(
-        pack=pack, id=rule_id, cause=cause, severity=severity, title=data["title"], when=when,
+        pack=pack, id=rule_id, cause=cause, severity=severity, title=data["title"], when=when, unless=unless,
         message=templates["message"], evidence=evidence, fix=templates.get("fix"), docs=docs,
         each=each, each_text=each_text, examples=examples, origin=problems.origin,
         line=problems.doc.line(path) if problems.doc else None, fields=fields, each_fields=each_fields,

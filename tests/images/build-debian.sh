@@ -25,6 +25,6 @@ cp -r "$(dirname "$0")/apps" "$root/apps"
 tar -C "$root" -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'WORKDIR /apps' \
-  --change 'LABEL dockdoc.test=1' \
+  --change 'LABEL dockdoc.test-image=1' \
   - "$IMAGE" >/dev/null
 echo "built $IMAGE"
