@@ -121,7 +121,7 @@ class Lab:
 
     def run(self, image: str, command=None, *, name: str | None = None, start: bool = True,
             ports: dict | None = None, labels: dict | None = None, expect_start_error: bool = False,
-            **host_config) -> str:
+            healthcheck: dict | None = None, **host_config) -> str:
         """Create (and start) a container; returns its name. `ports` maps container port -> host
         binding as in docker-py ({5000: 8080} or {5000: ('127.0.0.1', 8080)})."""
         name = f"dockdoc-test-{RUN_ID}-{name or uuid.uuid4().hex[:6]}"
@@ -129,7 +129,7 @@ class Lab:
         config = self.api.create_host_config(port_bindings=ports or None, **host_config)
         container = self.api.create_container(
             image, command=command, name=name, labels=all_labels, host_config=config,
-            ports=list(ports) if ports else None,
+            ports=list(ports) if ports else None, healthcheck=healthcheck,
         )
         self.created.append(container["Id"])
         if start:
