@@ -10,10 +10,10 @@ from typing import List, Optional
 
 import typer
 
-from doctor import __version__, facts, report
-from doctor.engine import evaluate as engine
+from doctor import __version__, diagnose, facts, report
+from doctor.config import ConfigError
 from doctor.engine import packs as pack_loader
-from doctor.errors import DockdocError
+from doctor.errors import DockdocError, RulePackError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -65,12 +65,10 @@ def root(
 RulesOption = typer.Option(
     None, "--rules", metavar="PATH",
     help="Extra rule pack file or directory (repeatable; also DOCKDOC_RULES, ':'-separated).")
-
-
-def _packs(rules: Optional[List[str]]):
-    paths = list(rules or [])
-    paths += [p for p in os.environ.get("DOCKDOC_RULES", "").split(os.pathsep) if p]
-    return pack_loader.load_all(paths)
+ConfigOption = typer.Option(None, "--config", metavar="FILE",
+                            help="Config file (default: ./dockdoc.yaml, then the user config directory).")
+LabelIgnoresOption = typer.Option(True, "--label-ignores/--no-label-ignores",
+                                  help="Honour the container label dockdoc.ignore=<rule>,<rule>.")
 
 
 def _collect(containers, running: bool, log_lines: int, use_exec: bool) -> dict:
@@ -99,10 +97,13 @@ def scan(
     use_exec: bool = typer.Option(False, "--exec",
                                   help="Opt in to `docker exec cat /proc/net/tcp` inside containers "
                                        "whose sockets this host cannot see (runs a process in them)."),
+    show_suppressed: bool = typer.Option(False, "--show-suppressed", help="List suppressed findings too."),
     rules: Optional[List[str]] = RulesOption,
+    config: Optional[str] = ConfigOption,
+    label_ignores: bool = LabelIgnoresOption,
 ):
     """Diagnose containers: every container (running, exited, created) unless you name some."""
-    loaded = _packs(rules)  # a broken pack fails before any Docker work
+    setup = diagnose.load(rules, config, label_ignores)  # a broken pack or config fails before any Docker work
     if from_file:
         snapshot = facts.read_snapshot(from_file)
         snapshot["containers"] = _select_from_snapshot(snapshot["containers"], containers, running)
@@ -110,8 +111,9 @@ def scan(
     else:
         snapshot = _collect(containers, running, log_lines, use_exec)
         source = "docker"
-    result = engine.evaluate(snapshot, pack_loader.all_rules(loaded))
-    document = report.build(snapshot, result.findings, result.unknown, min_severity.value, source)
+    result = diagnose.diagnose(snapshot, setup)
+    document = report.build(snapshot, result.findings, result.unknown, min_severity.value, source,
+                            result.suppressed, result.notices, show_suppressed)
     report.FORMATS[fmt.value](document, sys.stdout, _color(sys.stdout))
     if fail_on != FailOn.never:
         floor = pack_loader.SEVERITY_RANK[fail_on.value]
@@ -151,17 +153,19 @@ def explain(
     log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read."),
     use_exec: bool = typer.Option(False, "--exec", help="As for scan: opt in to `docker exec` for sockets."),
     rules: Optional[List[str]] = RulesOption,
+    config: Optional[str] = ConfigOption,
+    label_ignores: bool = LabelIgnoresOption,
 ):
     """One container in depth: state, exit code, restarts, health, ports joined with listeners, logs, findings."""
     from doctor.report import explain as explain_report
 
-    loaded = _packs(rules)
+    setup = diagnose.load(rules, config, label_ignores)
     if from_file:
         data = facts.read_snapshot(from_file)
         data["containers"] = _select_from_snapshot(data["containers"], [container], False)
     else:
         data = _collect([container], False, log_lines, use_exec)
-    result = engine.evaluate(data, pack_loader.all_rules(loaded))
+    result = diagnose.diagnose(data, setup)
     color = _color(sys.stdout)
     for index, item in enumerate(data["containers"]):
         if index:
@@ -174,19 +178,61 @@ def explain(
 def rules_list(
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
     rules: Optional[List[str]] = RulesOption,
+    config: Optional[str] = ConfigOption,
 ):
-    """List every rule: id, cause, severity, pack, title."""
+    """List every rule in effect (after the config's disable and severity): id, cause, severity, pack, title."""
     import json
 
     from tabulate import tabulate
 
-    loaded = pack_loader.all_rules(_packs(rules))
+    loaded = diagnose.load(rules, config).rules
     rows = [{"id": r.qualified_id, "cause": r.cause, "severity": r.severity, "pack": r.pack, "title": r.title}
             for r in loaded]
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2))
     else:
         typer.echo(tabulate([list(r.values()) for r in rows], headers=["ID", "CAUSE", "SEVERITY", "PACK", "TITLE"]))
+
+
+@rules_app.command("show")
+def rules_show(
+    rule_id: str = typer.Argument(..., help="A rule id such as dockdoc/bind-loopback."),
+    rules: Optional[List[str]] = RulesOption,
+    config: Optional[str] = ConfigOption,
+):
+    """Show one rule: where it comes from, its condition, message, evidence, fix and examples."""
+    import yaml
+
+    loaded = diagnose.load(rules, config).rules
+    matches = [r for r in loaded if r.qualified_id == rule_id or r.id == rule_id]
+    if not matches:
+        raise DockdocError(f"no rule {rule_id!r}", "`dockdoc rules list` shows the ids")
+    for rule in matches:
+        source = f"{rule.origin}:{rule.line}" if rule.line else rule.origin
+        typer.echo(f"{rule.qualified_id}  ({rule.severity}, cause {rule.cause})\n{rule.title}\nfrom {source}")
+        raw = _raw_rule(rule)
+        if raw is not None:
+            typer.echo(yaml.safe_dump(raw, sort_keys=False, width=100).rstrip())
+
+
+def _raw_rule(rule) -> dict | None:
+    """The rule as written in its pack (re-read, so `show` prints what the author wrote)."""
+    from doctor import safeyaml
+
+    for origin, raw in pack_loader.builtin_sources():
+        if origin == rule.origin:
+            break
+    else:
+        try:
+            with open(rule.origin, "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            return None
+    data = safeyaml.load(raw).data
+    for entry in data.get("rules") or []:
+        if isinstance(entry, dict) and entry.get("id") == rule.id:
+            return entry
+    return None
 
 
 @rules_app.command("validate")
@@ -242,7 +288,7 @@ def main() -> None:
         if _state["debug"]:
             traceback.print_exc()
         typer.echo(f"dockdoc: error: {exc}", err=True)
-        if isinstance(exc, pack_loader.RulePackError) and len(exc.problems) > 1:
+        if isinstance(exc, (RulePackError, ConfigError)) and len(exc.problems) > 1:
             for line in exc.problems[1:20]:
                 typer.echo(f"  {line}", err=True)
         sys.exit(exc.exit_code)

@@ -21,8 +21,10 @@ def register(name: str):
 
 
 def build(snapshot: dict, findings: list[dict], unknown: list, min_severity: str = "info",
-          source: str = "docker") -> dict:
+          source: str = "docker", suppressed: list | None = None, notices: list | None = None,
+          show_suppressed: bool = False) -> dict:
     """The report document (what `--format json` prints, documented in the README)."""
+    suppressed = suppressed or []
     floor = SEVERITY_RANK[min_severity]
     shown = [f for f in findings if SEVERITY_RANK[f["severity"]] >= floor]
     unknown_by_container: dict[str, int] = {}
@@ -50,7 +52,7 @@ def build(snapshot: dict, findings: list[dict], unknown: list, min_severity: str
             "unknown": c.get("unknown") or {},
             "unknown_checks": unknown_by_container.get(c["id"], 0),
         })
-    return {
+    document = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "scanned_at": facts.now_iso(),
         "dockdoc_version": __version__,
@@ -62,8 +64,13 @@ def build(snapshot: dict, findings: list[dict], unknown: list, min_severity: str
             "findings": counts,
             "hidden_below_min_severity": len(findings) - len(shown),
             "unknown_checks": len(unknown),
+            "suppressed": len(suppressed),
         },
+        "notices": list(notices or []),
     }
+    if show_suppressed:
+        document["suppressed"] = suppressed
+    return document
 
 
 # Imported for their registrations; at the bottom because they import `register` from here.

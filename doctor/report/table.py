@@ -51,7 +51,15 @@ def render(report: dict, stream, color: bool = False) -> None:
         stream.write(tabulate(rows, headers=["CONTAINER", "SEVERITY", "CAUSE / RULE", "FINDING"],
                               tablefmt="simple", disable_numparse=True))
         stream.write("\n\n")
+    if report.get("suppressed"):
+        stream.write("suppressed:\n")
+        for finding in report["suppressed"]:
+            stream.write(f"  {finding['container']['name']}: {finding['rule']} ({finding['severity']}) "
+                         f"- {finding['suppressed_by']}\n")
+        stream.write("\n")
     stream.write(summary_line(report, color) + "\n")
+    for notice in report.get("notices") or []:
+        stream.write(paint(f"note: {notice}", "warning", color) + "\n")
 
 
 def summary_line(report: dict, color: bool = False) -> str:
@@ -61,6 +69,8 @@ def summary_line(report: dict, color: bool = False) -> str:
     found = [paint(f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}", s, color)
              for s in ("error", "warning", "info") if counts[s]]
     parts.append(", ".join(found) if found else "no findings")
+    if summary.get("suppressed"):
+        parts.append(f"{summary['suppressed']} suppressed (--show-suppressed lists them)")
     if summary["hidden_below_min_severity"]:
         parts.append(f"{summary['hidden_below_min_severity']} below --min-severity hidden")
     partial = [c for c in report["containers"] if c["unknown_checks"]]
