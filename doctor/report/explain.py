@@ -54,14 +54,18 @@ def _health_lines(c: dict) -> list[str]:
     return lines
 
 
+def _endpoint(binding: dict) -> str:
+    host = binding["host_ip"]
+    return f"[{host}]:{binding['host_port']}" if ":" in host else f"{host}:{binding['host_port']}"
+
+
 def _ports_table(c: dict) -> str:
     if not c["ports"]:
         return "ports:    none exposed, published or listening"
     rows = []
     for p in c["ports"]:
-        published = ", ".join(f"{b['host_ip']}:{b['host_port']}" for b in p["published"]) or (
-            "requested " + ", ".join(f"{b['host_ip']}:{b['host_port']}" for b in p["requested"])
-            if p["requested"] else "-")
+        published = ", ".join(_endpoint(b) for b in p["published"]) or (
+            "requested " + ", ".join(_endpoint(b) for b in p["requested"]) if p["requested"] else "-")
         if p["listeners"] is None:
             listening = "unknown"
         else:
