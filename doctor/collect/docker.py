@@ -88,8 +88,11 @@ def collect(api, patterns: list[str] | None = None, running_only: bool = False,
     def one(summary: dict) -> dict | None:
         return _collect_one(api, summary["Id"], options, now)
 
-    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
-        containers = [c for c in pool.map(one, summaries) if c is not None]
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+            containers = [c for c in pool.map(one, summaries) if c is not None]
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise describe_failure(exc) from exc  # the daemon went away mid-scan
 
     containers.sort(key=lambda c: c["name"])
     host = {
