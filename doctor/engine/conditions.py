@@ -52,6 +52,16 @@ def _compare(fn: Callable[[Any, Any], bool]):
     return test
 
 
+def _same_kind(a, b) -> bool:
+    """Numbers compare with numbers (ints with floats), everything else only with its own type."""
+    return (_number(a) and _number(b)) or type(a) is type(b)
+
+
+def _ne(actual, expected):
+    # "not equal" across types would be true of nearly everything: a mismatch is no match.
+    return actual is not None and _same_kind(actual, expected) and actual != expected
+
+
 def _eq(actual, expected):
     if _number(actual) and _number(expected):
         return actual == expected
@@ -73,7 +83,11 @@ def _in(actual, expected):
 
 
 def _not_in(actual, expected):
-    return not isinstance(actual, (list, dict)) and actual is not None and not _in(actual, expected)
+    if isinstance(actual, (list, dict)) or actual is None:
+        return False
+    if not any(_same_kind(actual, e) for e in expected):
+        return False  # "137" against [0, 137]: a type mismatch, not a pass
+    return not _in(actual, expected)
 
 
 def _all_in(actual, expected):
@@ -146,7 +160,7 @@ def _any_value(value):
 # name -> (check and prepare the rule's value at load, test at scan)
 OPERATORS: dict[str, tuple[Callable[[Any], Any], Callable[[Any, Any], Any]]] = {
     "eq": (_scalar, _eq),
-    "ne": (_scalar, lambda a, e: a is not None and not _eq(a, e)),
+    "ne": (_scalar, _ne),
     "gt": (_number_value, _compare(lambda a, e: a > e)),
     "ge": (_number_value, _compare(lambda a, e: a >= e)),
     "lt": (_number_value, _compare(lambda a, e: a < e)),

@@ -123,7 +123,10 @@ def _breadcrumb(path: tuple) -> str:
 
 
 def _suggest(word, choices) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    word = str(word)
+    # A choice that the word starts with ('equal' -> 'eq') is the likeliest slip; then spelling.
+    prefixed = sorted((c for c in choices if len(c) >= 2 and word.startswith(c)), key=len, reverse=True)
+    close = prefixed or difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -160,16 +163,18 @@ def parse_pack(doc: safeyaml.Document, origin: str) -> tuple[Pack | None, list[s
     else:
         seen: dict[str, int] = {}
         for index, rule_data in enumerate(rules_data):
-            rule = _parse_rule(rule_data, name, ("rules", index), problems)
-            if rule is None:
-                continue
-            if rule.id in seen:
+            # Duplicates are checked on the raw ids, so that they are reported even beside other errors.
+            rule_id = rule_data.get("id") if isinstance(rule_data, dict) else None
+            if isinstance(rule_id, str) and rule_id in seen:
                 problems.add(("rules", index, "id"),
-                             f"duplicate rule id (first defined at line {seen[rule.id]})",
-                             rule=rule.qualified_id, breadcrumb="id")
+                             f"duplicate rule id (first defined at line {seen[rule_id]})",
+                             rule=f"{name}/{rule_id}", breadcrumb="id")
                 continue
-            seen[rule.id] = rule.line or 0
-            rules.append(rule)
+            if isinstance(rule_id, str):
+                seen[rule_id] = doc.line(("rules", index)) or 0
+            rule = _parse_rule(rule_data, name, ("rules", index), problems)
+            if rule is not None:
+                rules.append(rule)
     if problems.items:
         return None, problems.items
     return Pack(name, version or "0.0.0", description or "", requires, rules, origin), []
