@@ -219,7 +219,7 @@ def _raw_rule(rule) -> dict | None:
     """The rule as written in its pack (re-read, so `show` prints what the author wrote)."""
     from doctor import safeyaml
 
-    for origin, raw in pack_loader.builtin_sources():
+    for origin, raw in pack_loader.builtin_sources() + pack_loader.entry_point_sources()[0]:
         if origin == rule.origin:
             break
     else:
@@ -233,6 +233,39 @@ def _raw_rule(rule) -> dict | None:
         if isinstance(entry, dict) and entry.get("id") == rule.id:
             return entry
     return None
+
+
+@rules_app.command("schema")
+def rules_schema():
+    """Print the JSON Schema of a rule pack (for editors and CI linters)."""
+    from doctor.engine import schema
+
+    typer.echo(schema.render())
+
+
+@rules_app.command("new")
+def rules_new(
+    rule_id: str = typer.Argument(..., help="The new rule's id, or <pack>/<id>."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", metavar="FILE",
+                                         help="Write the scaffold here instead of stdout (never overwrites)."),
+):
+    """Print a one-rule pack to start from, with examples that `rules test` runs."""
+    from doctor.engine import scaffold
+
+    pack, _, name = rule_id.rpartition("/")
+    text = scaffold.new_pack(name, pack or "my-pack")
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        with open(output, "x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        raise DockdocError(f"{output} already exists", "choose another file name") from None
+    except OSError as exc:
+        raise DockdocError(f"cannot write {output}: {exc.strerror}") from None
+    typer.echo(f"wrote {output}; edit it, then `dockdoc rules validate {output}` and `dockdoc rules test {output}`",
+               err=True)
 
 
 @rules_app.command("validate")

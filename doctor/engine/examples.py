@@ -21,7 +21,8 @@ class Outcome:
 
 def _container(fragment: dict, index: int) -> dict:
     # A fragment names only what the rule reads; findings still need an id and a name to render.
-    container = {"id": f"example{index}", "name": f"example{index}", "unknown": {}}
+    container = {"id": f"example{index}", "name": f"example{index}", "display_name": f"example{index}",
+                 "unknown": {}}
     container.update(fragment)
     return container
 

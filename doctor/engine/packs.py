@@ -309,6 +309,8 @@ def _check_examples(examples, bad) -> None:
             if not isinstance(example, dict) or not isinstance(example.get("container"), dict):
                 bad("each example must be a mapping with a 'container' mapping (and optionally 'host')",
                     (key, index))
+            elif example.get("host") is not None and not isinstance(example["host"], dict):
+                bad("'host' must be a mapping", (key, index, "host"))
             elif set(example) - {"container", "host"}:
                 extra = sorted(set(example) - {"container", "host"})[0]
                 bad(f"unknown key {extra!r} (examples hold 'container' and 'host')", (key, index))
@@ -468,7 +470,12 @@ def load_all(paths: list[str] = (), builtin: bool = True, entry_points: bool = T
         errors.extend(problems)
         if pack:
             packs.append(pack)
+    seen_paths = set()
     for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen_paths:  # the same pack named twice (config and --rules) is one pack
+            continue
+        seen_paths.add(resolved)
         found, problems = load_path(path)
         packs.extend(found)
         errors.extend(problems)

@@ -70,7 +70,8 @@ def summary_line(report: dict, color: bool = False) -> str:
              for s in ("error", "warning", "info") if counts[s]]
     parts.append(", ".join(found) if found else "no findings")
     if summary.get("suppressed"):
-        parts.append(f"{summary['suppressed']} suppressed (--show-suppressed lists them)")
+        hint = "" if "suppressed" in report else " (--show-suppressed lists them)"
+        parts.append(f"{summary['suppressed']} suppressed{hint}")
     if summary["hidden_below_min_severity"]:
         parts.append(f"{summary['hidden_below_min_severity']} below --min-severity hidden")
     partial = [c for c in report["containers"] if c["unknown_checks"]]
