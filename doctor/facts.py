@@ -47,6 +47,19 @@ SCHEMA_VERSION = 1
 SNAPSHOT_KIND = "dockdoc-snapshot"
 LOOPBACK = ("127.0.0.1", "::1")
 ANY_ADDRESS = ("0.0.0.0", "::")
+# Docker's embedded DNS server listens on this address (random ports) in every container on a
+# user-defined network: it is Docker's, not the app's, so it is not a listener of the app.
+DOCKER_DNS = "127.0.0.11"
+
+
+def is_loopback(address: str) -> bool:
+    """All of 127.0.0.0/8 and ::1 (an app bound to 127.0.0.2 is as unreachable as one on .1)."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 # Exit codes with a conventional meaning of their own; >= 128 is 128 + a signal number.
 _EXIT_MEANINGS = {

@@ -162,7 +162,8 @@ def _listeners(api, inspect: dict, use_exec: bool) -> tuple[list | None, str]:
     reason = _proc_unusable(pid, inspect["Id"])
     if reason is None:
         try:
-            return sockets.read_listeners(pid), f"/proc/{pid}/net/tcp"
+            found = sockets.read_listeners(pid)
+            return [l for l in found if l["address"] != facts.DOCKER_DNS], f"/proc/{pid}/net/tcp"
         except OSError as exc:
             reason = f"cannot read /proc/{pid}/net/tcp: {exc.strerror}"
     if use_exec:
@@ -206,7 +207,8 @@ def _listeners_by_exec(api, container_id: str, reason: str) -> tuple[list | None
             found.extend(sockets.parse_proc_net_tcp(output.decode("ascii", "replace"), ipv6))
     except docker.errors.APIError as exc:
         return None, f"unavailable: docker exec failed: {(exc.explanation or str(exc)).strip()}"
-    return sockets.dedupe(found), "docker exec cat /proc/net/tcp"
+    found = [l for l in sockets.dedupe(found) if l["address"] != facts.DOCKER_DNS]
+    return found, "docker exec cat /proc/net/tcp"
 
 
 def container_facts(inspect: dict, logs: dict | None, logs_source: str,
@@ -295,7 +297,7 @@ def container_facts(inspect: dict, logs: dict | None, logs_source: str,
         "listeners_source": listeners_source,
         "listening_ports": sorted({l["port"] for l in listeners}) if listeners is not None else None,
         "reachable_ports": (
-            sorted({l["port"] for l in listeners if l["address"] not in facts.LOOPBACK})
+            sorted({l["port"] for l in listeners if not facts.is_loopback(l["address"])})
             if listeners is not None else None
         ),
         "ports": _ports(config, host_config, network, listeners, state.get("Error") or ""),
@@ -358,7 +360,7 @@ def _ports(config: dict, host_config: dict, network: dict, listeners: list | Non
             "listeners": on_port,
             # Listeners a published port can reach: anything but loopback.
             "reachable_listeners": (
-                [l for l in on_port if l["address"] not in facts.LOOPBACK] if on_port is not None else None
+                [l for l in on_port if not facts.is_loopback(l["address"])] if on_port is not None else None
             ),
             "host_conflict": (
                 {"host_ip": conflict[0], "host_port": conflict[1], "holder": None}

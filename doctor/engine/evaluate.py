@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from doctor.engine.conditions import forget_joined
 from doctor.engine.packs import SEVERITY_RANK, Leaf, Rule
 from doctor.engine.templates import search
 
@@ -52,12 +53,15 @@ class Result:
 def evaluate(snapshot: dict, rules: list[Rule]) -> Result:
     result = Result()
     host = snapshot.get("host") or {}
-    for container in snapshot["containers"]:
-        for rule in rules:
-            findings, unknown = evaluate_rule(rule, container, host)
-            result.findings.extend(findings)
-            if unknown:
-                result.unknown.append((container["id"], rule.qualified_id))
+    try:
+        for container in snapshot["containers"]:
+            for rule in rules:
+                findings, unknown = evaluate_rule(rule, container, host)
+                result.findings.extend(findings)
+                if unknown:
+                    result.unknown.append((container["id"], rule.qualified_id))
+    finally:
+        forget_joined()
     result.findings.sort(key=sort_key)
     return result
 

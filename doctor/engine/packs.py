@@ -353,7 +353,9 @@ def _parse_condition(data, path: tuple, crumb: tuple, depth: int, counter: list,
         ]
         if any(child is None for child in children):
             return None
-        return Group(kind, children)
+        # Cheap tests first: all/any stop at the first false/true child, so a state check can
+        # spare a regex over 200 log lines. Kleene all/any give the same answer in any order.
+        return Group(kind, sorted(children, key=_cost))
     ok = True
     for key in data:
         if key not in ("fact", "op", "value"):
@@ -383,6 +385,12 @@ def _parse_condition(data, path: tuple, crumb: tuple, depth: int, counter: list,
     if not ok:
         return None
     return Leaf(expression, fact, op, value, test, field_names(expression.parsed))
+
+
+def _cost(node) -> int:
+    if isinstance(node, Leaf):
+        return 2 if node.op in ("regex", "any-match") else 0
+    return 1 + max(_cost(child) for child in node.children)
 
 
 def _condition_fields(node) -> set:

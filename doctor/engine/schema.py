@@ -35,6 +35,7 @@ _VALUE_BY_CHECK = {
     conditions._list: (True, _LIST_OF_SCALARS),
     conditions._any_value: (True, _NOT_NULL),
     conditions.compile_regex: (True, _REGEX),
+    conditions.compile_line_pattern: (True, _REGEX),
     conditions._no_value: (False, {"type": "null"}),
 }
 

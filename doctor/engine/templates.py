@@ -28,7 +28,44 @@ def field_names(parsed: dict) -> set[str]:
     return names
 
 
-def search(expression, context):
+class Expression:
+    """A compiled JMESPath expression. Plain dotted paths (`container.state.running`), most of
+    what rules read, are walked as dict lookups: the same answer as JMESPath (null when a step is
+    not an object), several times faster in the scan's hot loop."""
+
+    __slots__ = ("compiled", "parsed", "path")
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.parsed = compiled.parsed
+        self.path = _field_chain(self.parsed)
+
+    def search(self, context):
+        if self.path is None:
+            return self.compiled.search(context)
+        value = context
+        for key in self.path:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
+
+
+def _field_chain(parsed: dict) -> tuple | None:
+    if parsed.get("type") == "field":
+        return (parsed["value"],)
+    if parsed.get("type") == "subexpression":
+        keys = []
+        for child in parsed["children"]:
+            chain = _field_chain(child)
+            if chain is None:
+                return None
+            keys.extend(chain)
+        return tuple(keys)
+    return None
+
+
+def search(expression: Expression, context):
     """Evaluate a compiled expression; a runtime type error (join() on a null, say) is a missing
     value, never a crash."""
     try:
@@ -37,9 +74,9 @@ def search(expression, context):
         return None
 
 
-def compile_expression(text: str):
+def compile_expression(text: str) -> Expression:
     try:
-        return jmespath.compile(text)
+        return Expression(jmespath.compile(text))
     except jmespath.exceptions.JMESPathError as exc:
         message = str(exc).splitlines()[0]
         raise TemplateError(f"invalid expression {text!r}: {message}") from None
