@@ -24,6 +24,10 @@ import docker.errors
 
 RUN_ID = uuid.uuid4().hex[:10]
 LABEL = "dockdoc.test"
+# Who created a container: leftovers are only those whose creating process is gone, so two test
+# sessions on one daemon (CI and a developer, or parallel runs) never remove each other's.
+OWNER_LABEL = "dockdoc.test.owner"
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
 BUSYBOX_IMAGE = "dockdoc-test/busybox:2"
 DEBIAN_IMAGE = "dockdoc-test/debian-apps:1"
 HERE = Path(__file__).resolve().parent
@@ -125,7 +129,7 @@ class Lab:
         """Create (and start) a container; returns its name. `ports` maps container port -> host
         binding as in docker-py ({5000: 8080} or {5000: ('127.0.0.1', 8080)})."""
         name = f"dockdoc-test-{RUN_ID}-{name or uuid.uuid4().hex[:6]}"
-        all_labels = {LABEL: RUN_ID, **(labels or {})}
+        all_labels = {LABEL: RUN_ID, OWNER_LABEL: OWNER, **(labels or {})}
         config = self.api.create_host_config(port_bindings=ports or None, **host_config)
         container = self.api.create_container(
             image, command=command, name=name, labels=all_labels, host_config=config,
@@ -178,14 +182,22 @@ class Lab:
 
 
 def remove_leftovers(api) -> None:
-    """Containers from earlier, interrupted runs of this suite (and only those)."""
+    """Containers from earlier, interrupted runs of this suite (and only those): ours by label and
+    name, and created by a process that no longer exists."""
+    import psutil
+
+    host = socket.gethostname()
     for summary in api.containers(all=True, filters={"label": LABEL}):
         names = summary.get("Names") or []
-        if any(n.lstrip("/").startswith("dockdoc-test-") for n in names):
-            try:
-                api.remove_container(summary["Id"], force=True, v=True)
-            except docker.errors.NotFound:
-                pass
+        if not any(n.lstrip("/").startswith("dockdoc-test-") for n in names):
+            continue
+        owner_host, _, pid = (summary.get("Labels") or {}).get(OWNER_LABEL, "").partition(":")
+        if owner_host != host or not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue  # another machine's, unknown, or its creator is still running
+        try:
+            api.remove_container(summary["Id"], force=True, v=True)
+        except docker.errors.NotFound:
+            pass
 
 
 def dockdoc(*args, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
