@@ -14,6 +14,8 @@ from doctor import __version__, diagnose, facts, report
 from doctor.config import ConfigError
 from doctor.engine import packs as pack_loader
 from doctor.errors import DockdocError, RulePackError
+from doctor.watch_cli import check_post, post_report
+from doctor.watch_cli import register as register_watch
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -101,9 +103,18 @@ def scan(
     rules: Optional[List[str]] = RulesOption,
     config: Optional[str] = ConfigOption,
     label_ignores: bool = LabelIgnoresOption,
+    post: Optional[List[str]] = typer.Option(
+        None, "--post", metavar="[KIND=]URL",
+        help="Also post new and resolved findings here (repeatable; a JSON webhook, or slack=URL), "
+             "as `watch --once` does. See docs/watch.md."),
+    state: Optional[str] = typer.Option(
+        None, "--state", metavar="PATH",
+        help="Finding store for --post (default: $DOCKDOC_STATE, else the user state directory)."),
 ):
     """Diagnose containers: every container (running, exited, created) unless you name some."""
     setup = diagnose.load(rules, config, label_ignores)  # a broken pack or config fails before any Docker work
+    if post:
+        check_post(post, state)  # so do a bad URL and an unusable state path
     if from_file:
         snapshot = facts.read_snapshot(from_file)
         snapshot["containers"] = _select_from_snapshot(snapshot["containers"], containers, running)
@@ -115,6 +126,9 @@ def scan(
     document = report.build(snapshot, result.findings, result.unknown, min_severity.value, source,
                             result.suppressed, result.notices, show_suppressed)
     report.FORMATS[fmt.value](document, sys.stdout, _color(sys.stdout))
+    if post:
+        post_report(document, post, state, unknown=result.unknown, min_severity=min_severity.value,
+                    complete=not containers and not running and not from_file)
     if fail_on != FailOn.never:
         floor = pack_loader.SEVERITY_RANK[fail_on.value]
         if any(pack_loader.SEVERITY_RANK[f["severity"]] >= floor for f in result.findings):
@@ -308,6 +322,9 @@ def rules_test(paths: List[str] = typer.Argument(..., help="Pack files or direct
     typer.echo(f"{total - failed} passed, {failed} failed")
     if failed:
         raise typer.Exit(EXIT_FINDINGS)
+
+
+register_watch(app)
 
 
 def _color(stream) -> bool:
