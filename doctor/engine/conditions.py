@@ -109,16 +109,60 @@ def _regex(actual, pattern):
 
 
 class _LinePattern:
-    """A pattern for `any-match`, with a multi-line twin used as a prefilter: one RE2 search over
-    all the lines joined, instead of one search per line (200 log lines, several rules). A line
-    that matches is always found by the twin ((?m) makes ^ and $ match at line breaks), so the
-    twin can only let through too much, never too little; the per-line scan then decides."""
+    """A pattern for `any-match`, with a multi-line twin used as a prefilter: the lines are
+    joined once and searched in one pass, instead of one search per line (200 log lines, dozens
+    of rules). A line that matches is always found by the twin ((?m) makes ^ and $ match at line
+    breaks), so the prefilter can only let through too much, never too little; the per-line scan
+    then decides, newest line first."""
 
     def __init__(self, pattern: str):
         self.line = compile_regex(pattern)
+        self.joined = self.index = None
         # \A and \z anchor at the start and end of the whole text, which joining would change.
-        self.joined = None if ("\\A" in pattern or "\\z" in pattern or "(?-" in pattern) else \
-            re2.compile("(?m)" + pattern, _RE2_OPTIONS)
+        if not ("\\A" in pattern or "\\z" in pattern or "(?-" in pattern):
+            twin = "(?m)" + pattern
+            self.joined = re2.compile(twin, _RE2_OPTIONS)
+            self.index = _TWINS.add(twin)
+
+
+class _TwinSet:
+    """Every twin in one RE2 Set: a single pass over a container's joined lines says which
+    patterns can match at all, so most any-match conditions cost a set lookup.
+
+    RE2::Set answers with an empty list when its DFA runs out of memory, which would look like
+    "nothing matched". Pattern 0 is the empty pattern, which matches every text: when it is
+    missing from an answer, the answer is not trusted and each twin is searched on its own."""
+
+    def __init__(self):
+        self.index = {"": 0}
+        self.compiled = None
+        self.compiled_size = 0
+        self.broken = False
+
+    def add(self, twin: str) -> int:
+        return self.index.setdefault(twin, len(self.index))
+
+    def hits(self, text: str) -> set | None:
+        if self.broken:
+            return None
+        if self.compiled is None or self.compiled_size != len(self.index):
+            options = re2.Options()
+            options.log_errors = False
+            options.max_mem = 64 << 20
+            compiled = re2.Set.SearchSet(options)
+            for twin in self.index:  # insertion order is index order
+                compiled.Add(twin)
+            try:
+                compiled.Compile()
+            except re2.error:
+                self.broken = True
+                return None
+            self.compiled, self.compiled_size = compiled, len(self.index)
+        found = self.compiled.Match(text)
+        return set(found) if 0 in found else None
+
+
+_TWINS = _TwinSet()
 
 
 def compile_line_pattern(pattern):
@@ -127,18 +171,19 @@ def compile_line_pattern(pattern):
     return _LinePattern(pattern)
 
 
-_JOINED: dict[int, tuple[list, str]] = {}  # id(list) -> (the list, its lines joined)
+_JOINED: dict[int, list] = {}  # id(list) -> [the list, its lines joined, its twin-set hits]
 
 
-def _joined(lines: list) -> str:
+def _joined(lines: list) -> list:
     cached = _JOINED.get(id(lines))
     if cached is not None and cached[0] is lines:
-        return cached[1]
+        return cached
     if len(_JOINED) > 4096:
         _JOINED.clear()
     text = "\n".join(line for line in lines if isinstance(line, str))
-    _JOINED[id(lines)] = (lines, text)  # holding the list keeps its id from being reused
-    return text
+    entry = [lines, text, _TWINS.hits(text)]  # holding the list keeps its id from being reused
+    _JOINED[id(lines)] = entry
+    return entry
 
 
 def forget_joined() -> None:
@@ -150,8 +195,13 @@ def _any_match(actual, pattern: _LinePattern):
     """True when any string in the list matches; the *last* match wins, as logs read newest last."""
     if not isinstance(actual, list):
         return False
-    if pattern.joined is not None and not pattern.joined.search(_joined(actual)):
-        return False
+    if pattern.joined is not None:
+        _lines, text, hits = _joined(actual)
+        if hits is not None:
+            if pattern.index not in hits:
+                return False
+        elif not pattern.joined.search(text):
+            return False
     for item in reversed(actual):
         result = _regex(item, pattern.line)
         if result:
