@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 
 import pytest
 
@@ -198,3 +199,65 @@ def test_unusable_path_is_one_clear_error(tmp_path, make):
         Store(path)
     message = str(info.value)
     assert str(path) in message and "--state" in message and "\n" not in message
+
+
+def test_a_findings_events_reach_a_sink_in_order(store):
+    # The receiver was down: the `new` backs off. The finding resolves meanwhile: its `resolved`
+    # must not overtake the `new` (a chat would show RESOLVED, then NEW minutes later).
+    store.record([seen()], sinks=[RecordingSink("a")], now=1)
+    [new] = store.due(["a"], now=1)
+    assert store.claim(new.id, lease_seconds=30, now=1)
+    store.retry_later(new.id, "connection refused", next_attempt_at=100)
+    store.record([seen(name="other")], sinks=[RecordingSink("a")], now=2)  # another finding: not held up
+    store.record([seen(name="other")], sinks=[RecordingSink("a")], now=3)  # web resolved
+    assert [(r.event, json.loads(r.body)["fingerprint"]) for r in store.due(["a"], now=50)] == \
+        [("new", seen(name="other").fingerprint)]
+    assert store.next_due(["a"]) == 2  # the waiting `resolved` does not make the loop spin
+    store.delivered(store.due(["a"], now=50)[0].id)
+    assert store.next_due(["a"]) == 100
+    assert [r.event for r in store.due(["a"], now=100)] == ["new"]
+    store.delivered(new.id)
+    assert [r.event for r in store.due(["a"], now=101)] == ["resolved"]
+
+
+def test_a_long_running_store_prunes_old_rows_while_it_runs(tmp_path):
+    store = Store(tmp_path / "s.db")  # opened once, as a watch does, and kept open for months
+    try:
+        day = 86400
+        start = time.time()
+        store.record([seen(name="gone")], sinks=[RecordingSink("a")], now=start)
+        [row] = store.due(["a"], now=start)
+        store.delivered(row.id, now=start)
+        store.record([], sinks=[RecordingSink("a")], now=start + 1)  # resolved
+        [row] = store.due(["a"], now=start + 1)
+        store.delivered(row.id, now=start + 1)
+        store.record([seen(name="live")], now=start + 200 * day)
+        assert [h["subject"] for h in store.history()] == ["container:live"]
+        assert store.outbox(None) == []
+        db = sqlite3.connect(tmp_path / "s.db")
+        try:
+            assert [r[0] for r in db.execute("SELECT subject FROM findings")] == ["container:live"]
+        finally:
+            db.close()
+    finally:
+        store.close()
+
+
+def test_history_outbox_shows_what_waits_behind_many_delivered_rows(tmp_path):
+    from typer.testing import CliRunner
+
+    from doctor.cli import app
+
+    path = tmp_path / "s.db"
+    store = Store(path)
+    try:
+        store.record([seen(name=f"ok{i}") for i in range(60)], sinks=[RecordingSink("a")], now=1)
+        for row in store.due(["a"], limit=100):
+            store.delivered(row.id)
+        store.record([seen(name=f"ok{i}") for i in range(60)] + [seen(name="late")], sinks=[RecordingSink("a")],
+                     now=2)
+    finally:
+        store.close()
+    result = CliRunner().invoke(app, ["history", "--outbox", "--format", "json", "--state", str(path)])
+    assert result.exit_code == 0, result.output
+    assert [(r["status"], r["event"]) for r in json.loads(result.output)] == [("pending", "new")]

@@ -259,6 +259,23 @@ def test_sigterm_finishes_the_delivery_in_flight(tmp_path, lab, busybox, watches
         receiver.stop()
 
 
+def test_sigterm_in_once_mode_finishes_the_delivery_in_flight(tmp_path, lab, busybox, watches):
+    # `systemctl stop` on the timer's oneshot unit while it posts: no half-done delivery, exit 0.
+    receiver = Receiver(script=lambda index, request: (200, {}, 3)).start()  # acknowledges after 3s
+    try:
+        name = lab.run(busybox, ["sh", "-c", "exit 6"], name="onceterm-app")
+        lab.wait_for(name, lambda info: not info["State"]["Running"], what="exit")
+        watch = watches(tmp_path, *args_for(tmp_path, "onceterm", "--once", "--post", receiver.url()))
+        receiver.wait_for(about(name), timeout=30)  # the POST is in flight now
+        assert watch.terminate() == 0, watch.log()[-2000:]
+        _, _ = assert_store_consistent(tmp_path / "state.db")
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            assert db.execute("SELECT status FROM outbox").fetchall() == [("delivered",)]
+        assert len(receiver.posts(about(name))) == 1
+    finally:
+        receiver.stop()
+
+
 def test_once_mode_for_cron(tmp_path, lab, busybox, receiver):
     args = args_for(tmp_path, "once", "--once", "--post", receiver.url())
     name = lab.run(busybox, ["sh", "-c", "exit 7"], name="once-app")

@@ -309,3 +309,115 @@ def test_logs_never_show_webhook_urls_or_secrets(store, monkeypatch):
     for secret in ("TOKENTOKEN", "QUERYSECRET", "hmac-secret-123", "T000", "pw@", "token=x"):
         assert secret not in output, secret
     assert f"127.0.0.1:{port}/…" in output
+
+
+class StallingReceiver:
+    """A raw HTTP/1.1 server that answers every POST with a status line and headers at once, then
+    stalls in the body (as a receiver behind a slow proxy can). It counts the POSTs it got."""
+
+    def __init__(self, status: int = 200, stall: float = 3.0):
+        self.status, self.stall = status, stall
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.posts = 0
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+
+    def _serve(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int([line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")][0])
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            self.posts += 1
+            conn.sendall(f"HTTP/1.1 {self.status} X\r\nContent-Length: 100000000\r\n\r\nstarted".encode())
+            self.closed.wait(self.stall)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+
+
+def test_an_acknowledged_post_is_delivered_even_if_the_body_stalls(store):
+    # The status line said 200: the receiver has the event. A body that never finishes (or is
+    # huge) must neither turn that into a retry (a duplicate message) nor hold the delivery thread.
+    receiver = StallingReceiver(200, stall=5.0)
+    try:
+        sink = sinks.parse(receiver.url())
+        queue_event(store, [sink])
+        deliverer = Deliverer(store, [sink], retry_base=0.05, timeout=(1.0, 0.5))
+        started = time.monotonic()
+        assert deliverer.drain(time.monotonic() + 4) == 0
+        assert time.monotonic() - started < 3
+        assert receiver.posts == 1
+        [row] = store.outbox(None)
+        assert row["status"] == "delivered"
+    finally:
+        receiver.close()
+
+
+def test_a_refusal_whose_body_stalls_is_still_a_refusal(store):
+    receiver = StallingReceiver(503, stall=5.0)
+    try:
+        sink = sinks.parse(receiver.url())
+        queue_event(store, [sink])
+        deliverer = Deliverer(store, [sink], retry_base=30, timeout=(1.0, 0.5))
+        deliverer.deliver_due()
+        [row] = store.outbox(None)
+        assert row["status"] == "pending" and row["last_error"].startswith("HTTP 503"), row
+    finally:
+        receiver.close()
+
+
+def test_a_receiver_that_hangs_does_not_hold_up_another_sink(store):
+    hanging = Receiver(script=lambda index, request: (200, {}, 2.0)).start()  # answers after the timeout
+    up = Receiver().start()
+    try:
+        a, b = sinks.parse(hanging.url()), sinks.parse(up.url("/other"))
+        queue_event(store, [a, b], name="n0", also=[f"n{i}" for i in range(1, 6)])
+        deliverer = Deliverer(store, [a, b], retry_base=30, timeout=(1.0, 0.3))
+        started = time.time()
+        deliverer.deliver_due()
+        assert len(up.posts()) == 6
+        assert up.posts()[-1]["at"] - started < 0.9  # one timeout of the hanging one, not six
+        assert len(hanging.posts()) == 6  # each of its rows was still tried once
+    finally:
+        hanging.stop()
+        up.stop()
+
+
+def test_drain_returns_when_stopped_during_a_wait(store):
+    receiver = Receiver(script=lambda index, request: (429, {"Retry-After": "20"}, 0)).start()
+    try:
+        sink = sinks.parse(receiver.url())
+        queue_event(store, [sink])
+        deliverer = Deliverer(store, [sink], retry_max=60)
+        stop = threading.Event()
+        threading.Timer(0.5, stop.set).start()  # what SIGTERM's handler does in `watch --once`
+        started = time.monotonic()
+        assert deliverer.drain(time.monotonic() + 30, stop) == 1
+        assert time.monotonic() - started < 5
+    finally:
+        receiver.stop()

@@ -156,23 +156,26 @@ class Deliverer:
         return min(self.retry_max, self.retry_base * (2 ** min(attempts, 30))) * random.uniform(0.5, 1.0)
 
     def deliver_due(self, stop: threading.Event | None = None) -> int:
-        """Try every due row once; returns how many were attempted."""
-        attempted = 0
-        while not (stop and stop.is_set()):
-            rows = self.store.due(self.sinks, limit=20)
-            if not rows:
-                break
-            for row in rows:
-                if stop and stop.is_set():
-                    break
-                if not self.store.claim(row.id, self.lease):
-                    continue
-                self._attempt(row)
-                attempted += 1
+        """Try every due row once; returns how many were attempted. Sink by sink, in rounds, and a
+        sink's turn ends at its first failure: a receiver that hangs delays the others by one
+        timeout per round, not by one per row queued for it."""
+        attempted, busy = 0, True
+        while busy and not (stop and stop.is_set()):
+            busy = False
+            for key in self.sinks:
+                for row in self.store.due([key], limit=20):
+                    if stop and stop.is_set():
+                        break
+                    if not self.store.claim(row.id, self.lease):
+                        continue
+                    busy = True
+                    attempted += 1
+                    if self._attempt(row) == "retry":
+                        break
         self._gauge()
         return attempted
 
-    def _attempt(self, row) -> None:
+    def _attempt(self, row) -> str:
         sink = self.sinks[row.sink]
         started = time.monotonic()
         try:
@@ -202,6 +205,7 @@ class Deliverer:
             log.log(level, "delivery to %s failed (%s); retrying with backoff, the outbox keeps it", sink.label,
                     outcome.detail, extra={"sink": sink.label, "attempt": row.attempts + 1,
                                            "retry_in_s": round(delay, 2)})
+        return outcome.status
 
     def _gauge(self) -> None:
         if self.metrics:
@@ -237,7 +241,7 @@ class Deliverer:
             wait = self.next_wait(deadline - time.monotonic())
             if time.monotonic() + wait >= deadline:
                 return remaining
-            time.sleep(wait)
+            (stop or threading.Event()).wait(wait)  # a signal that sets `stop` ends the wait
         return self.store.outbox_depth(self.sinks)
 
     def close(self) -> None:

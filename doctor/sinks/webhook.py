@@ -109,6 +109,19 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _head_of_body(response, limit: int = 200) -> str:
+    """Up to `limit` characters of a response body, or what arrived before it failed or stalled."""
+    data = b""
+    try:
+        for chunk in response.iter_content(chunk_size=limit):
+            data += chunk
+            if len(data) >= limit:
+                break
+    except Exception:  # noqa: BLE001 - the body is only an explanation
+        pass
+    return data[:limit].decode(response.encoding or "utf-8", errors="replace")
+
+
 class HttpSink(Sink):
     content_type = "application/json"
 
@@ -128,15 +141,18 @@ class HttpSink(Sink):
         return headers
 
     def send(self, session, body: bytes, idempotency_key: str, event: str, timeout) -> Outcome:
+        # The status line decides. The body is only read (a little of it) to explain a refusal: a
+        # receiver whose body stalls or never ends must not turn a 200 into a retry (a duplicate)
+        # nor hold the delivery thread or fill its memory.
         response = session.post(self.url, data=body, headers=self.headers(body, idempotency_key, event),
-                                timeout=timeout, allow_redirects=False)
+                                timeout=timeout, allow_redirects=False, stream=True)
         try:
-            text = REDACT(response.text[:200].strip())
+            code = response.status_code
+            if 200 <= code < 300 or code in ALREADY_HAVE:
+                return Outcome("delivered", f"HTTP {code}")
+            text = REDACT(_head_of_body(response).strip())
         finally:
             response.close()
-        code = response.status_code
-        if 200 <= code < 300 or code in ALREADY_HAVE:
-            return Outcome("delivered", f"HTTP {code}")
         detail = f"HTTP {code}" + (f": {text}" if text else "")
         if code >= 500 or code in RETRYABLE:
             return Outcome("retry", detail, _retry_after(response.headers.get("Retry-After")))
