@@ -103,6 +103,11 @@ def scan(
     rules: Optional[List[str]] = RulesOption,
     config: Optional[str] = ConfigOption,
     label_ignores: bool = LabelIgnoresOption,
+    probe: bool = typer.Option(False, "--probe",
+                               help="Also send one TCP connect, one HTTP GET / and (when needed) a TLS "
+                                    "handshake to each published port on this host, and diagnose with "
+                                    "what came back (see `dockdoc probe`)."),
+    probe_timeout: float = typer.Option(2.0, "--probe-timeout", min=0.1, max=60, help="Seconds per probe step."),
     post: Optional[List[str]] = typer.Option(
         None, "--post", metavar="[KIND=]URL",
         help="Also post new and resolved findings here (repeatable; a JSON webhook, or slack=URL), "
@@ -115,6 +120,8 @@ def scan(
     setup = diagnose.load(rules, config, label_ignores)  # a broken pack or config fails before any Docker work
     if post:
         check_post(post, state)  # so do a bad URL and an unusable state path
+    if probe and from_file:
+        raise DockdocError("--probe sends traffic to running containers; it cannot be used with --from")
     if from_file:
         snapshot = facts.read_snapshot(from_file)
         snapshot["containers"] = _select_from_snapshot(snapshot["containers"], containers, running)
@@ -122,6 +129,10 @@ def scan(
     else:
         snapshot = _collect(containers, running, log_lines, use_exec)
         source = "docker"
+        if probe:
+            from doctor import probe as prober
+
+            prober.probe_ports(snapshot, probe_timeout)
     result = diagnose.diagnose(snapshot, setup)
     document = report.build(snapshot, result.findings, result.unknown, min_severity.value, source,
                             result.suppressed, result.notices, show_suppressed)
@@ -186,6 +197,57 @@ def explain(
             typer.echo("")
         mine = [f for f in result.findings if f["container"]["id"] == item["id"]]
         typer.echo(explain_report.render(item, mine, color))
+
+
+@app.command("probe")
+def probe_command(
+    containers: Optional[List[str]] = typer.Argument(None, help="Names, ids or globs (default: all running)."),
+    timeout: float = typer.Option(2.0, "--timeout", min=0.1, max=60, help="Seconds per probe step."),
+    fmt: Format = typer.Option("table", "--format", "-f", help="Output format."),
+    log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read per container."),
+    rules: Optional[List[str]] = RulesOption,
+    config: Optional[str] = ConfigOption,
+):
+    """Send real traffic to published ports on this host (one TCP connect, one HTTP GET /, a TLS
+    handshake when needed) and show what a client gets, with the diagnosis that explains it.
+    Opt-in: it is the one command that talks to your apps; it never leaves this host."""
+    from tabulate import tabulate
+
+    from doctor import probe as prober
+
+    setup = diagnose.load(rules, config)
+    snapshot = _collect(containers, True, log_lines, False)
+    prober.probe_ports(snapshot, timeout)
+    result = diagnose.diagnose(snapshot, setup)
+    document = report.build(snapshot, result.findings, result.unknown, "info", "docker",
+                            result.suppressed, result.notices)
+    document["probes"] = [
+        {"container": {"id": c["id"], "name": c["name"]}, "port": f"{p['port']}/{p['proto']}", **p["probe"]}
+        for c in snapshot["containers"] for p in c["ports"] if p.get("probe")
+    ]
+    if fmt.value != "table":
+        report.FORMATS[fmt.value](document, sys.stdout, _color(sys.stdout))
+        return
+    rows = [[row["container"]["name"], row["port"], row.get("target") or "-", _probe_outcome(row),
+             {True: "yes", False: "no"}.get(row.get("tls"), "-")] for row in document["probes"]]
+    if rows:
+        typer.echo(tabulate(rows, headers=["CONTAINER", "PORT", "TARGET", "WHAT A CLIENT GETS", "TLS"],
+                            disable_numparse=True) + "\n")
+    else:
+        typer.echo("no published TCP ports on running containers to probe\n")
+    report.FORMATS["table"](document, sys.stdout, _color(sys.stdout))
+
+
+def _probe_outcome(row: dict) -> str:
+    if row.get("skipped"):
+        return f"skipped: {row['skipped']}"
+    if row.get("connect") != "accepted":
+        return f"connect: {row.get('connect')}"
+    reply = row.get("reply") or {}
+    if reply.get("error"):
+        return f"connected, then {reply['error']}"
+    server = f", {reply['server']}" if reply.get("server") else ""
+    return f"HTTP {reply.get('status')} {reply.get('reason') or ''}{server} in {reply.get('ttfb_ms')} ms".replace("  ", " ")
 
 
 @rules_app.command("list")

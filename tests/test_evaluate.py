@@ -305,3 +305,41 @@ def test_each_is_bounded():
     findings, _ = evaluate_rule(rule, target, {})
     assert len(findings) == MAX_ITEMS
     assert findings[-1]["message"] == str(MAX_ITEMS)
+
+
+SUPERSEDED_PACK = pack_text("""
+- id: generic
+  cause: exit-error
+  severity: error
+  title: Exited
+  superseded_by: [missing-config]
+  when: {fact: container.state.exit_code, op: eq, value: 1}
+  message: exited 1
+- id: specific
+  cause: missing-config
+  severity: error
+  title: Missing config
+  when: {fact: container.logs.lines, op: any-match, value: "KeyError: '(?P<var>[A-Z_]+)'"}
+  message: "{match.var} is not set"
+""")
+
+
+def test_superseded_finding_yields_to_the_specific_cause_on_the_same_container():
+    rules = load_rules(SUPERSEDED_PACK)
+    explained = container(name="explained", state=exited_state(1), logs=["KeyError: 'DATABASE_URL'"])
+    bare = container(name="bare", state=exited_state(1), logs=["something else"])
+    found = evaluate(snapshot(explained, bare), rules).findings
+    assert sorted((f["container"]["name"], f["rule"]) for f in found) == [
+        ("bare", "acme/generic"), ("explained", "acme/specific")]
+    # Without the specific rule (disabled), the generic finding stays.
+    alone = evaluate(snapshot(explained), [r for r in rules if r.id == "generic"]).findings
+    assert [f["rule"] for f in alone] == ["acme/generic"]
+
+
+def test_superseded_by_names_known_causes():
+    from doctor.engine import packs
+
+    text = SUPERSEDED_PACK.replace("superseded_by: [missing-config]", "superseded_by: [missing-confg]")
+    _pack, problems = packs.load_text(text, "t.yaml")
+    assert any("superseded_by[0]: unknown cause 'missing-confg' (did you mean 'missing-config'?)" in p
+               for p in problems), problems

@@ -14,6 +14,7 @@ import docker.errors
 import requests.exceptions
 
 from doctor import facts
+from doctor.collect import accesslog, joins
 from doctor.collect import host as host_facts
 from doctor.collect import netlink, sockets
 from doctor.collect.connection import describe_failure
@@ -24,6 +25,7 @@ COMPOSE_SERVICE = "com.docker.compose.service"
 COMPOSE_NUMBER = "com.docker.compose.container-number"
 # Phrases in State.Error that mean "the host port was taken".
 PORT_TAKEN = ("port is already allocated", "address already in use")
+MAX_LINE = 4096  # characters kept of each log line
 # The unix-socket transport docker-py uses for local daemons.
 LOCAL_SCHEMES = ("http+docker://localhost", "http+docker://localunixsocket")
 
@@ -81,6 +83,7 @@ def collect(api, patterns: list[str] | None = None, running_only: bool = False,
         summaries = api.containers(all=not running_only)
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise describe_failure(exc) from exc
+    everyone = summaries
     summaries = select(summaries, patterns or [])
     now = _dt.datetime.now(_dt.timezone.utc)
     local = api.base_url.startswith(LOCAL_SCHEMES)
@@ -95,6 +98,10 @@ def collect(api, patterns: list[str] | None = None, running_only: bool = False,
         raise describe_failure(exc) from exc  # the daemon went away mid-scan
 
     containers.sort(key=lambda c: c["name"])
+    # Cross-container facts: whom a failed connection was meant for. Containers that were not
+    # selected are still known from the list call, so names resolve against all of `docker ps`.
+    chosen = {c["id"] for c in containers}
+    joins.join(containers, peers=[joins.peer_from_summary(s) for s in everyone if s["Id"] not in chosen])
     host = {
         "daemon": {
             "url": api.base_url if not local else "unix socket",
@@ -141,12 +148,11 @@ def _log_tail(api, inspect: dict, lines: int) -> tuple[dict | None, str]:
     times, out = [], []
     for line in text.splitlines():
         stamp, sep, rest = line.partition(" ")
-        if sep and stamp[:4].isdigit() and "T" in stamp:
-            times.append(stamp)
-            out.append(rest.rstrip("\r"))
-        else:  # a continuation without a timestamp (should not happen, but never lose a line)
-            times.append(None)
-            out.append(line.rstrip("\r"))
+        if not (sep and stamp[:4].isdigit() and "T" in stamp):
+            stamp, rest = None, line  # a line without a timestamp (should not happen): keep it
+        times.append(stamp)
+        # One runaway line (a minified bundle, a base64 blob) must not cost megabytes per rule.
+        out.append(rest.rstrip("\r")[:MAX_LINE])
     return {"lines": out, "times": times, "truncated": len(out) >= lines}, "docker logs"
 
 
@@ -250,6 +256,7 @@ def container_facts(inspect: dict, logs: dict | None, logs_source: str,
             unknown[key] = listeners_source
     if logs is None:
         unknown["logs"] = logs_source
+        unknown["http"] = logs_source  # the access-log summary is read from the logs
 
     started = facts.parse_time(state.get("StartedAt"))
     finished = facts.parse_time(state.get("FinishedAt"))
@@ -319,6 +326,7 @@ def container_facts(inspect: dict, logs: dict | None, logs_source: str,
         "ports": _ports(config, host_config, network, listeners, state.get("Error") or ""),
         "logs": logs,
         "logs_source": logs_source,
+        "http": accesslog.summarize(logs["lines"]) if logs is not None else None,
         "unknown": unknown,
     }
 

@@ -55,15 +55,24 @@ def evaluate(snapshot: dict, rules: list[Rule]) -> Result:
     host = snapshot.get("host") or {}
     try:
         for container in snapshot["containers"]:
+            found = []
             for rule in rules:
                 findings, unknown = evaluate_rule(rule, container, host)
-                result.findings.extend(findings)
+                found.extend((rule, finding) for finding in findings)
                 if unknown:
                     result.unknown.append((container["id"], rule.qualified_id))
+            result.findings.extend(_without_superseded(found))
     finally:
         forget_joined()
     result.findings.sort(key=sort_key)
     return result
+
+
+def _without_superseded(found: list) -> list[dict]:
+    """A generic finding ("exited with code 1") yields to a specific one on the same container
+    ("DATABASE_URL is not set") when its rule says `superseded_by` that cause."""
+    causes = {finding["cause"] for _, finding in found}
+    return [finding for rule, finding in found if not causes.intersection(rule.superseded_by)]
 
 
 def evaluate_rule(rule: Rule, container: dict, host: dict) -> tuple[list[dict], bool]:
@@ -91,7 +100,9 @@ def evaluate_rule(rule: Rule, container: dict, host: dict) -> tuple[list[dict], 
             if matches:
                 context = dict(context, match=matches)
             findings.append(render(rule, container, context, item))
-    return findings, saw_unknown and not findings
+    # Unknown on some items and found on others is still unknown for the rest: the watch must not
+    # resolve an open finding on an item it could not check this time.
+    return findings, saw_unknown
 
 
 def render(rule: Rule, container: dict, context: dict, item) -> dict:
@@ -109,9 +120,27 @@ def render(rule: Rule, container: dict, context: dict, item) -> dict:
         "fix": rule.fix.render(context) if rule.fix else None,
         "docs": rule.docs,
     }
-    if isinstance(item, dict) and "port" in item:
-        finding["port"] = f"{item['port']}/{item.get('proto', 'tcp')}"
+    key = _item_key(item)
+    if key is not None:
+        finding["item"] = key  # what the finding is about, stable across scans (watch fingerprints it)
+        if isinstance(item, dict) and "port" in item:
+            finding["port"] = key
     return finding
+
+
+# Item fields that name what an `each` item is about, most specific first.
+_ITEM_NAMES = ("address", "name", "host", "id", "path")
+
+
+def _item_key(item) -> str | None:
+    if not isinstance(item, dict):
+        return None if item is None else str(item)[:200]
+    if "port" in item:
+        return f"{item['port']}/{item.get('proto', 'tcp')}"
+    for name in _ITEM_NAMES:
+        if isinstance(item.get(name), (str, int)) and item[name] != "":
+            return str(item[name])[:200]
+    return None
 
 
 def sort_key(finding: dict):

@@ -26,8 +26,8 @@ SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 PACK_KEYS = {"pack", "version", "description", "requires", "rules"}
-RULE_KEYS = {"id", "cause", "severity", "title", "each", "when", "unless", "message", "evidence", "fix",
-             "docs", "examples"}
+RULE_KEYS = {"id", "cause", "severity", "title", "each", "when", "unless", "superseded_by", "message",
+             "evidence", "fix", "docs", "examples"}
 REQUIRED_RULE_KEYS = ("id", "cause", "severity", "title", "when", "message")
 MAX_RULES = 500
 MAX_CONDITION_NODES = 200
@@ -63,6 +63,7 @@ class Rule:
     title: str
     when: object
     unless: object | None  # a condition that, when true, explains the symptom better: no finding
+    superseded_by: tuple  # causes that, found on the same container, make this finding redundant
     message: Template
     evidence: list
     fix: Template | None
@@ -276,6 +277,13 @@ def _parse_rule(data, pack: str, path: tuple, problems: _Problems) -> Rule | Non
                 evidence.append(Template(text))
             except TemplateError as exc:
                 bad("evidence", str(exc), (index,))
+    superseded_by = data.get("superseded_by") or []
+    if not isinstance(superseded_by, list) or not all(isinstance(c, str) for c in superseded_by):
+        bad("superseded_by", "must be a list of causes")
+        superseded_by = []
+    for index, other in enumerate(superseded_by):
+        if other not in CAUSES and not other.startswith(f"{pack}/"):
+            bad("superseded_by", f"unknown cause {other!r}{_suggest(other, CAUSES)}", (index,))
     docs = data.get("docs")
     if docs is not None and not (isinstance(docs, str) and re.match(r"^https?://", docs)):
         bad("docs", "must be an http(s) URL")
@@ -286,6 +294,7 @@ def _parse_rule(data, pack: str, path: tuple, problems: _Problems) -> Rule | Non
         return None
     return Rule(
         pack=pack, id=rule_id, cause=cause, severity=severity, title=data["title"], when=when, unless=unless,
+        superseded_by=tuple(superseded_by),
         message=templates["message"], evidence=evidence, fix=templates.get("fix"), docs=docs,
         each=each, each_text=each_text, examples=examples, origin=problems.origin,
         line=problems.doc.line(path) if problems.doc else None, fields=fields, each_fields=each_fields,

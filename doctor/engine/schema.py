@@ -115,6 +115,9 @@ def _build() -> dict:
                     "when": {"$ref": "#/$defs/condition"},
                     "unless": {"anyOf": [{"$ref": "#/$defs/condition"}, {"type": "null"}],
                                "description": "When this is known to hold, the rule gives no finding."},
+                    "superseded_by": {"type": ["array", "null"], "items": {"type": "string"},
+                                      "description": "Causes that, found on the same container, make this "
+                                                     "rule's finding redundant: it is dropped."},
                     "message": template,
                     "evidence": {"anyOf": [template, {"type": "array", "items": template}]},
                     "fix": {"anyOf": [template, {"type": "null"}]},
