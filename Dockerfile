@@ -3,7 +3,9 @@
 #   docker build -t dockdoc .                                   # where a registry is reachable
 #   docker run -d --name dockdoc --restart unless-stopped --pid=host \
 #     -v /var/run/docker.sock:/var/run/docker.sock:ro -v dockdoc-state:/var/lib/dockdoc \
-#     -e DOCKDOC_WEBHOOK_SECRET -p 127.0.0.1:9464:9464 dockdoc --post https://hooks.example/dockdoc
+#     -e DOCKDOC_WEBHOOK_SECRET -p 127.0.0.1:9464:9464 \
+#     dockdoc --metrics-addr 0.0.0.0:9464 --post https://hooks.example/dockdoc
+# (arguments replace CMD: keep --metrics-addr, the HEALTHCHECK asks /healthz there)
 #
 # The base image is a build argument: any image with Python >= 3.10 will do. Without a registry
 # (as in dockdoc's own CI), import a Debian root filesystem with `docker import`, put the wheels in

@@ -34,6 +34,7 @@ OPEN_STATES = ("new", "ongoing")
 EVENTS = ("new", "resolved", "reminder")
 HISTORY_KEEP_SECONDS = 180 * 86400
 DELIVERED_KEEP_SECONDS = 14 * 86400
+PRUNE_EVERY_SECONDS = 3600  # a watch runs for months: prune while it runs, not only at open
 _KEY_NAMESPACE = uuid.UUID("5d0c2a4e-7d7f-4d55-9a53-1f3f4a7b8c11")
 
 _SCHEMA = """
@@ -91,6 +92,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     done_at         REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, sink, next_attempt_at);
+CREATE INDEX IF NOT EXISTS outbox_by_finding ON outbox (fingerprint, sink, status, id);
 """
 
 
@@ -135,7 +137,7 @@ class Observed:
 
     @property
     def item(self) -> str:
-        return self.finding.get("port") or ""
+        return self.finding.get("item") or self.finding.get("port") or ""
 
     @property
     def fingerprint(self) -> str:
@@ -175,6 +177,10 @@ class Outgoing:
     attempts: int
 
 
+# An outbox row `o` that no older pending row of the same finding and sink must precede.
+_FIRST_OF_FINDING = ("NOT EXISTS (SELECT 1 FROM outbox AS older WHERE older.fingerprint = o.fingerprint"
+                     " AND older.sink = o.sink AND older.status = 'pending' AND older.id < o.id)")
+
 # A scope says which stored findings a scan could have seen (and so may resolve).
 Scope = Callable[[dict], bool]
 
@@ -188,6 +194,7 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._pruned_at = 0.0
         self._open()
 
     # -- connections ------------------------------------------------------------------------------
@@ -212,14 +219,19 @@ class Store:
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise self._error(f"{self.path} was written by a newer dockdoc (store schema {row[0]})")
-                now = time.time()
-                db.execute("DELETE FROM history WHERE at < ?", (now - HISTORY_KEEP_SECONDS,))
-                db.execute("DELETE FROM outbox WHERE status != 'pending' AND done_at < ?",
-                           (now - DELIVERED_KEEP_SECONDS,))
+                self._prune(db, time.time())
         except sqlite3.Error as exc:
             raise self._error(str(exc)) from exc
         finally:
             os.umask(old_umask)
+
+    def _prune(self, db, now: float) -> None:
+        """Forget what is old: history and long-resolved findings after HISTORY_KEEP_SECONDS,
+        delivered and rejected outbox rows after DELIVERED_KEEP_SECONDS. Pending rows are kept."""
+        db.execute("DELETE FROM history WHERE at < ?", (now - HISTORY_KEEP_SECONDS,))
+        db.execute("DELETE FROM findings WHERE state = 'resolved' AND resolved_at < ?", (now - HISTORY_KEEP_SECONDS,))
+        db.execute("DELETE FROM outbox WHERE status != 'pending' AND done_at < ?", (now - DELIVERED_KEEP_SECONDS,))
+        self._pruned_at = now
 
     def _error(self, reason: str) -> StateError:
         return StateError(f"cannot use the state store {self.path}: {reason}",
@@ -338,6 +350,8 @@ class Store:
                                           row["first_seen"], row["last_seen"], resolved_at=now))
             for event in events:
                 self._enqueue(db, event, sinks, now)
+            if now - self._pruned_at >= PRUNE_EVERY_SECONDS:
+                self._prune(db, now)
         return events
 
     def _event(self, db, kind, fp, subject, item, finding, now, first_seen, last_seen, resolved_at=None) -> Event:
@@ -368,15 +382,17 @@ class Store:
     # -- the outbox -------------------------------------------------------------------------------
 
     def due(self, sinks: Iterable[str], now: float | None = None, limit: int = 20) -> list[Outgoing]:
-        """Pending rows of these sinks whose next attempt is due and that nobody holds, oldest first."""
+        """Pending rows of these sinks whose next attempt is due and that nobody holds, oldest first.
+        A finding's events reach a sink in order: a row waits while an older pending row of the same
+        finding and sink does (a `resolved` never overtakes its `new` that is backing off)."""
         sinks = list(sinks)
         if not sinks:
             return []
         now = time.time() if now is None else now
         marks = ",".join("?" * len(sinks))
         rows = self._db().execute(
-            f"SELECT * FROM outbox WHERE status = 'pending' AND sink IN ({marks}) AND next_attempt_at <= ?"
-            " AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?",
+            f"SELECT * FROM outbox AS o WHERE status = 'pending' AND sink IN ({marks}) AND next_attempt_at <= ?"
+            f" AND (lease_until IS NULL OR lease_until < ?) AND {_FIRST_OF_FINDING} ORDER BY id LIMIT ?",
             (*sinks, now, now, limit)).fetchall()
         return [Outgoing(id=r["id"], sink=r["sink"], sink_label=r["sink_label"],
                          idempotency_key=r["idempotency_key"], event=r["event"], fingerprint=r["fingerprint"],
@@ -424,8 +440,8 @@ class Store:
             return None
         marks = ",".join("?" * len(sinks))
         row = self._db().execute(
-            f"SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM outbox"
-            f" WHERE status = 'pending' AND sink IN ({marks})", sinks).fetchone()
+            f"SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM outbox AS o"
+            f" WHERE status = 'pending' AND sink IN ({marks}) AND {_FIRST_OF_FINDING}", sinks).fetchone()
         return row[0]
 
     def outbox_depth(self, sinks: Iterable[str] | None = None) -> int:
@@ -464,12 +480,14 @@ class Store:
         rows = self._db().execute(query, args).fetchall()
         return [dict(r) for r in reversed(rows)]
 
-    def outbox(self, status: str | None = "pending", limit: int = 100) -> list[dict]:
+    def outbox(self, status: str | tuple | None = "pending", limit: int = 100) -> list[dict]:
+        """Outbox rows (never their bodies), oldest first; `status`: one, several, or None for all."""
         query, args = ("SELECT id, sink_label, idempotency_key, event, fingerprint, status, created_at, attempts,"
                        " next_attempt_at, last_error, done_at FROM outbox"), []
         if status:
-            query += " WHERE status = ?"
-            args.append(status)
+            statuses = (status,) if isinstance(status, str) else tuple(status)
+            query += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args.extend(statuses)
         query += " ORDER BY id LIMIT ?"
         args.append(limit)
         return [dict(r) for r in self._db().execute(query, args).fetchall()]

@@ -170,7 +170,9 @@ class Watcher:
     # -- one-shot -----------------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Scan everything, record, deliver what is due (until --drain-timeout), exit."""
+        """Scan everything, record, deliver what is due (until --drain-timeout), exit. SIGTERM and
+        SIGINT (a timer's unit stopped mid-run) let the POST in flight finish and exit 0, as `run`."""
+        self._install_signals()
         api = connection.connect()
         self._api = api
         if not self.scan_full(raise_errors=True):
@@ -349,6 +351,8 @@ class Watcher:
         if self._api is None:
             self._api = connection.connect()
         api = self._api
+        if subjects is None and not self.settings.patterns:
+            return collector.collect(api, None, options=self.options)  # everything: one list call
         for _attempt in range(3):
             try:
                 summaries = api.containers(all=True)

@@ -56,9 +56,10 @@ class HistoryFormat(str, enum.Enum):
 
 
 PostOption = typer.Option(
-    None, "--post", metavar="[KIND=]URL",
+    None, "--post", metavar="[KIND=]URL", envvar="DOCKDOC_POST",  # env: keeps URLs out of `ps` and inspect
     help="Send new and resolved findings here (repeatable). KIND: webhook (default; JSON, signed with "
-         "$DOCKDOC_WEBHOOK_SECRET when set) or slack (incoming webhook).")
+         "$DOCKDOC_WEBHOOK_SECRET when set) or slack (incoming webhook). Also DOCKDOC_POST (space-separated), "
+         "which keeps the URLs, often secrets themselves, out of `ps` and `docker inspect`.")
 StateOption = typer.Option(
     None, "--state", metavar="PATH",
     help="The SQLite state store (default: $DOCKDOC_STATE, else $XDG_STATE_HOME/dockdoc/state.db).")
@@ -171,8 +172,7 @@ def history(
                       _subject(r["subject"], r["item"]), r["fingerprint"][:12]] for r in rows]
             headers = ["SINCE", "LAST SEEN", "STATE", "SEVERITY", "CAUSE", "SUBJECT", "FINGERPRINT"]
         elif outbox:
-            rows = store.outbox(None, limit)
-            rows = [r for r in rows if r["status"] != "delivered"]
+            rows = store.outbox(("pending", "rejected"), limit)
             if fmt == HistoryFormat.json:
                 typer.echo(json.dumps(rows, indent=2, default=str))
                 return
