@@ -177,11 +177,13 @@ def explain(
     from_file: Optional[str] = typer.Option(None, "--from", metavar="FILE", help="Read a snapshot instead of Docker."),
     log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read."),
     use_exec: bool = typer.Option(False, "--exec", help="As for scan: opt in to `docker exec` for sockets."),
+    probe: bool = typer.Option(False, "--probe", help="Also probe its published ports (see `dockdoc probe`)."),
     rules: Optional[List[str]] = RulesOption,
     config: Optional[str] = ConfigOption,
     label_ignores: bool = LabelIgnoresOption,
 ):
-    """One container in depth: state, exit code, restarts, health, ports joined with listeners, logs, findings."""
+    """One container in depth: state, exit code, restarts, health, ports joined with listeners, the path a
+    request takes layer by layer (the first broken one marked), logs and findings."""
     from doctor.report import explain as explain_report
 
     setup = diagnose.load(rules, config, label_ignores)
@@ -190,6 +192,10 @@ def explain(
         data["containers"] = _select_from_snapshot(data["containers"], [container], False)
     else:
         data = _collect([container], False, log_lines, use_exec)
+        if probe:
+            from doctor import probe as prober
+
+            prober.probe_ports(data)
     result = diagnose.diagnose(data, setup)
     color = _color(sys.stdout)
     for index, item in enumerate(data["containers"]):

@@ -315,3 +315,40 @@ def test_explain_joins_ports_listeners_logs_and_findings(zoo):
     assert "bind-loopback" in out and "fix:" in out
     crashed = dockerlab.dockdoc("explain", zoo["names"]["segfault"]).stdout
     assert "139" in crashed and "SIGSEGV" in crashed
+
+
+def _path(out: str) -> list[str]:
+    return [line.strip() for line in out.splitlines() if line.startswith("  [")]
+
+
+def test_explain_marks_the_first_broken_layer_of_the_request_path(zoo):
+    loopback = _path(dockerlab.dockdoc("explain", "--probe", zoo["names"]["flask-default"]).stdout)
+    assert loopback[0].startswith("[ok] host binding") and loopback[1].startswith("[ok] docker forwarding")
+    assert loopback[2].startswith("[XX] listener") and "127.0.0.1:5000 only" in loopback[2]
+    assert loopback[2].endswith("<- first broken layer")
+    assert any(l.startswith("[XX] client gets") and ("reset" in l or "empty reply" in l) for l in loopback)
+    assert sum("first broken layer" in l for l in loopback) == 1
+
+    reversed_ = _path(dockerlab.dockdoc("explain", zoo["names"]["reversed"]).stdout)
+    assert "nothing listens on 5000; the app listens on 8080" in "\n".join(reversed_), reversed_
+
+    healthy = _path(dockerlab.dockdoc("explain", "--probe", zoo["names"]["ok-httpd"]).stdout)
+    assert all(not l.startswith("[XX]") for l in healthy), healthy
+    assert any(l.startswith("[ok] client gets") and "HTTP 200" in l for l in healthy)
+
+    conflict = _path(dockerlab.dockdoc("explain", zoo["names"]["conflict"]).stdout)
+    assert conflict[0].startswith("[XX] host binding") and f"host port {zoo['taken']} is taken" in conflict[0]
+
+
+def test_probe_command_reports_what_a_client_gets(zoo):
+    result = dockerlab.dockdoc("probe", "--format", "json", zoo["names"]["loopback"], zoo["names"]["ok-httpd"])
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    by_name = {p["container"]["name"]: p for p in document["probes"]}
+    ok = by_name[zoo["names"]["ok-httpd"]]
+    assert ok["connect"] == "accepted" and ok["reply"]["status"] == 200 and ok["target"].startswith("127.0.0.1:")
+    broken = by_name[zoo["names"]["loopback"]]
+    assert broken["connect"] == "accepted" and broken["reply"]["error"] in ("reset", "empty reply")
+    assert {f["cause"] for f in document["findings"]} == {"bind-loopback"}
+    table = dockerlab.dockdoc("probe", zoo["names"]["loopback"]).stdout
+    assert "WHAT A CLIENT GETS" in table and "connected, then" in table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from doctor import facts
 from doctor.report.table import _cell, paint
 
 LOG_LINES_SHOWN = 15
@@ -81,6 +82,89 @@ def _ports_table(c: dict) -> str:
     return table + note
 
 
+OK, BROKEN, UNKNOWN, SKIP = "ok", "BROKEN", "unknown", "-"
+
+
+def request_path(c: dict, port: dict) -> list[tuple[str, str, str]]:
+    """The layers a request to one port crosses, each (layer, status, detail), outside in:
+    host binding, Docker's forwarding, the container, the listener and its address, the app's
+    answers in its log, and (after `--probe`) what a client really got."""
+    layers = []
+    state = c.get("state") or {}
+    published = port.get("published") or []
+    if published:
+        where = ", ".join(_endpoint(b) for b in published)
+        only_local = all(facts.is_loopback(b["host_ip"]) for b in published)
+        layers.append(("host binding", OK, where + (" (this host only)" if only_local else "")))
+    elif port.get("requested"):
+        wanted = ", ".join(_endpoint(b) for b in port["requested"])
+        conflict = port.get("host_conflict")
+        why = f"host port {conflict['host_port']} is taken" if conflict else "the container is not running"
+        layers.append(("host binding", BROKEN, f"{wanted} requested but not bound: {why}"))
+    elif c.get("network_mode") == "host":
+        layers.append(("host binding", OK, "host network: the app's own port is the host's"))
+    else:
+        layers.append(("host binding", BROKEN, "not published: the host cannot reach this port "
+                                               f"(-p {port['port']}:{port['port']})"))
+    layers.append(("docker forwarding", OK if state.get("running") else BROKEN,
+                   f"to container port {port['port']}/{port['proto']}" if state.get("running")
+                   else f"nothing to forward to: the container is {state.get('status')}"))
+    listeners = port.get("listeners")
+    if not state.get("running"):
+        layers.append(("listener", SKIP, "container not running"))
+    elif listeners is None:
+        layers.append(("listener", UNKNOWN, c.get("listeners_source") or "sockets not visible"))
+    elif not listeners:
+        others = c.get("reachable_ports") or []
+        detail = f"nothing listens on {port['port']}" + (f"; the app listens on {', '.join(map(str, others))}"
+                                                          if others else "; nothing listens at all")
+        layers.append(("listener", BROKEN, detail))
+    elif not port.get("reachable_listeners"):
+        addresses = ", ".join(l["endpoint"] if "endpoint" in l else l["address"] for l in listeners)
+        layers.append(("listener", BROKEN, f"{addresses} only: loopback, unreachable from outside the container"))
+    else:
+        addresses = ", ".join(l.get("endpoint") or l["address"] for l in port["reachable_listeners"])
+        layers.append(("listener", OK, addresses))
+    http = c.get("http")
+    if http is None:
+        layers.append(("app answers", UNKNOWN, c.get("logs_source") or "logs not readable"))
+    elif not http.get("requests"):
+        layers.append(("app answers", SKIP, "no access lines in the log tail"))
+    else:
+        errors = http.get("client_errors", 0) + http.get("server_errors", 0)
+        statuses = ", ".join(f"{code}: {count}" for code, count in sorted(http.get("by_status", {}).items()))
+        verdict = BROKEN if errors and errors * 2 >= http["requests"] else OK
+        layers.append(("app answers", verdict, f"{http['requests']} requests in the log tail ({statuses})"))
+    probe = port.get("probe")
+    if probe and not probe.get("skipped"):
+        reply = probe.get("reply") or {}
+        if probe.get("connect") != "accepted":
+            layers.append(("client gets", BROKEN, f"connect {probe.get('connect')} on {probe.get('target')}"))
+        elif reply.get("error"):
+            layers.append(("client gets", BROKEN, f"connected to {probe.get('target')}, then {reply['error']}"))
+        else:
+            status = reply.get("status")
+            layers.append(("client gets", BROKEN if status and status >= 400 else OK,
+                           f"HTTP {status} {reply.get('reason') or ''} from {probe.get('target')}".strip()))
+    return layers
+
+
+def _path_lines(c: dict, color: bool) -> list[str]:
+    ports = [p for p in c.get("ports") or [] if p.get("published") or p.get("requested") or p.get("exposed")]
+    out = []
+    for port in ports:
+        out.append(f"request path to {port['port']}/{port['proto']}:")
+        first_broken = True
+        for layer, status, detail in request_path(c, port):
+            mark = {OK: "ok", BROKEN: "XX", UNKNOWN: "??", SKIP: "--"}[status]
+            note = ""
+            if status == BROKEN and first_broken:
+                note, first_broken = "   <- first broken layer", False
+                mark = paint(mark, "error", color, bold=True)
+            out.append(f"  [{mark}] {layer:<17} {detail}{note}")
+    return out
+
+
 def _log_lines(c: dict) -> list[str]:
     logs = c.get("logs")
     if logs is None:
@@ -102,6 +186,10 @@ def render(c: dict, findings: list[dict], color: bool = False) -> str:
     parts += _health_lines(c)
     parts.append("")
     parts.append(_ports_table(c))
+    path = _path_lines(c, color)
+    if path:
+        parts.append("")
+        parts += path
     parts.append("")
     parts += _log_lines(c)
     parts.append("")
