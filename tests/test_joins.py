@@ -253,3 +253,17 @@ def test_dns_rules_over_the_join():
     assert "dockdoc/dns-default-bridge" in rules and "dockdoc/dns-resolution" not in rules
     [finding] = [f for f in found if f["rule"] == "dockdoc/dns-default-bridge"]
     assert "docker network connect appnet client" in finding["fix"] and "docker network connect appnet api" in finding["fix"]
+
+
+def test_a_named_host_with_a_loopback_ip_is_loopback():
+    from doctor.collect import joins
+
+    app = {"id": "a" * 64, "short_id": "a" * 12, "name": "app", "display_name": "app", "state": {"running": True},
+           "networks": [{"name": "net", "ip": "172.18.0.5", "aliases": []}], "listeners": [], "reachable_ports": [],
+           "logs": {"lines": ['psycopg2.OperationalError: connection to server at "localhost" (127.0.0.1), '
+                              'port 5432 failed: Connection refused',
+                              '\tIs the server running on that host and accepting TCP/IP connections?']},
+           "unknown": {}}
+    joins.join([app])
+    assert app["upstreams"], app["upstreams"]
+    assert all(u["loopback"] for u in app["upstreams"]), app["upstreams"]

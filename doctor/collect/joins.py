@@ -345,7 +345,9 @@ def _target(container: dict, target: dict, how: str, port: int | None) -> dict:
 
 def _resolve_upstream(container: dict, upstream: dict, index: _Index) -> None:
     host, port = upstream["host"], upstream["tcp_port"]
-    upstream["loopback"] = is_loopback(host) and not upstream.get("ip")
+    # The IP the line names wins over the name ("localhost" (127.0.0.1) is loopback, "db" (172.18.0.2) not).
+    ip = upstream.get("ip")
+    upstream["loopback"] = is_loopback(ip) if ip else is_loopback(host)
     upstream["address"] = f"{host}:{port}" if port is not None else host
     target = None
     if upstream["loopback"]:
