@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import textwrap
 
-import click
 from tabulate import tabulate
 
 from doctor.engine.packs import SEVERITY_RANK
 from doctor.report import register
 
-COLORS = {"error": "red", "warning": "yellow", "info": "cyan"}
+COLORS = {"error": "31", "warning": "33", "info": "36"}  # ANSI red, yellow, cyan
 WIDTH = 72  # the finding column wraps here, so a row stays readable in an 120-column terminal
 
 
 def paint(text: str, severity: str | None, color: bool, bold: bool = False) -> str:
     if not color or not severity:
         return text
-    return click.style(text, fg=COLORS.get(severity), bold=bold)
+    codes = ";".join(c for c in ("1" if bold else "", COLORS.get(severity, "")) if c)
+    return f"\x1b[{codes}m{text}\x1b[0m"
 
 
 def _cell(finding: dict) -> str:
