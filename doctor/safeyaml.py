@@ -69,6 +69,8 @@ def load(text: str | bytes) -> Document:
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
+        if "nesting depth" in str(exc.problem):  # libyaml >= 0.2.5 stops very deep documents itself
+            raise YamlError(f"nested deeper than {MAX_DEPTH} levels") from None
         mark = exc.problem_mark or exc.context_mark
         # libyaml puts an error at the end of input one line past the last: name a real line.
         line = min(mark.line + 1, text.count("\n") + 1) if mark else None
