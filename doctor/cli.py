@@ -14,7 +14,7 @@ from doctor import __version__, diagnose, facts, report
 from doctor.config import ConfigError
 from doctor.engine import packs as pack_loader
 from doctor.errors import DockdocError, RulePackError
-from doctor.watch_cli import check_post, post_report
+from doctor.watch_cli import Severity, check_post, post_report
 from doctor.watch_cli import register as register_watch
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -34,12 +34,6 @@ app.add_typer(rules_app, name="rules")
 _state = {"debug": False}
 
 Format = enum.Enum("Format", {name: name for name in report.FORMATS}, type=str)
-
-
-class Severity(str, enum.Enum):
-    info = "info"
-    warning = "warning"
-    error = "error"
 
 
 class FailOn(str, enum.Enum):

@@ -45,8 +45,6 @@ from doctor.errors import SnapshotError
 
 SCHEMA_VERSION = 1
 SNAPSHOT_KIND = "dockdoc-snapshot"
-LOOPBACK = ("127.0.0.1", "::1")
-ANY_ADDRESS = ("0.0.0.0", "::")
 # Docker's embedded DNS server listens on this address (random ports) in every container on a
 # user-defined network: it is Docker's, not the app's, so it is not a listener of the app.
 DOCKER_DNS = "127.0.0.11"

@@ -44,7 +44,9 @@ class LogFormat(str, enum.Enum):
     json = "json"
 
 
-class MinSeverity(str, enum.Enum):
+class Severity(str, enum.Enum):
+    """A severity on the command line (scan, watch: --min-severity)."""
+
     info = "info"
     warning = "warning"
     error = "error"
@@ -83,7 +85,7 @@ def watch(
                                       help="Call a finding resolved only after it was gone this long (flapping guard)."),
     debounce: str = typer.Option("500ms", "--debounce", metavar="DURATION",
                                  help="Wait for a burst of events on a container to settle before re-diagnosing."),
-    min_severity: MinSeverity = typer.Option(MinSeverity.warning, "--min-severity",
+    min_severity: Severity = typer.Option(Severity.warning, "--min-severity",
                                              help="Track and post findings at or above this."),
     metrics_addr: Optional[str] = typer.Option(None, "--metrics-addr", metavar="HOST:PORT",
                                                help="Serve Prometheus /metrics and /healthz here."),

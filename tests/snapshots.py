@@ -99,7 +99,7 @@ def container(name: str = "web", *, listeners=("0.0.0.0:80",), ports=(), state: 
         else:
             on_port = [l for l in socket_list if l["port"] == entry["port"] and l["proto"] == entry["proto"]]
             entry.setdefault("listeners", on_port)
-            entry.setdefault("reachable_listeners", [l for l in on_port if l["address"] not in facts.LOOPBACK])
+            entry.setdefault("reachable_listeners", [l for l in on_port if not facts.is_loopback(l["address"])])
         port_facts.append(entry)
     facts_ = {
         "id": _id(name),
@@ -126,7 +126,7 @@ def container(name: str = "web", *, listeners=("0.0.0.0:80",), ports=(), state: 
         "listeners": socket_list,
         "listeners_source": listeners_source,
         "listening_ports": sorted({l["port"] for l in socket_list}) if socket_list is not None else None,
-        "reachable_ports": (sorted({l["port"] for l in socket_list if l["address"] not in facts.LOOPBACK})
+        "reachable_ports": (sorted({l["port"] for l in socket_list if not facts.is_loopback(l["address"])})
                             if socket_list is not None else None),
         "ports": port_facts,
         "logs": log_facts,

@@ -81,6 +81,8 @@ import ipaddress
 
 import re2
 
+from doctor import facts
+
 MAX_REFERENCES = 20
 MAX_LINE = 8192
 MAX_QUOTE = 500
@@ -152,12 +154,8 @@ def _clean_host(host: str | None) -> str | None:
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """A loopback address, or a name that always means one (`localhost`)."""
+    return host.lower() in LOOPBACK_NAMES or facts.is_loopback(host)
 
 
 def _is_ip(host: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from doctor import facts
-from doctor.report.table import _cell, paint
+from doctor.report.table import finding_text, paint
 
 LOG_LINES_SHOWN = 15
 
@@ -197,7 +197,7 @@ def render(c: dict, findings: list[dict], color: bool = False) -> str:
         parts.append(f"findings ({len(findings)}):")
         for f in findings:
             parts.append(f"- {paint(f['severity'].upper(), f['severity'], color, bold=True)} {f['cause']} ({f['rule']})")
-            parts.extend("  " + line for line in _cell(f).splitlines())
+            parts.extend("  " + line for line in finding_text(f).splitlines())
     else:
         unknown = c.get("unknown") or {}
         parts.append("findings: none" + (f" (not checked: {', '.join(sorted(set(unknown.values())))})" if unknown else ""))

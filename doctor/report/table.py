@@ -20,7 +20,7 @@ def paint(text: str, severity: str | None, color: bool, bold: bool = False) -> s
     return f"\x1b[{codes}m{text}\x1b[0m"
 
 
-def _cell(finding: dict) -> str:
+def finding_text(finding: dict) -> str:
     lines = textwrap.wrap(finding["message"], WIDTH) or [""]
     for item in finding["evidence"]:
         lines.extend(textwrap.wrap(item, WIDTH, initial_indent="  evidence: ", subsequent_indent="    "))
@@ -45,7 +45,7 @@ def render(report: dict, stream, color: bool = False) -> None:
                 name,
                 paint(finding["severity"], finding["severity"], color, bold=True),
                 f"{finding['cause']}\n{finding['rule']}",
-                _cell(finding),
+                finding_text(finding),
             ])
     if rows:
         stream.write(tabulate(rows, headers=["CONTAINER", "SEVERITY", "CAUSE / RULE", "FINDING"],
