@@ -161,7 +161,7 @@ def summarize(lines: list[str] | None) -> dict:
             if _tls_fragment(raw[:MAX_LINE]):
                 tls += 1
                 malformed += 1
-                last_malformed = _quote(raw)
+                last_malformed = raw
             continue
         if (entry["agent"] or "").startswith(PROBE_AGENT):
             probe += 1
@@ -175,11 +175,11 @@ def summarize(lines: list[str] | None) -> dict:
         elif 500 <= status < 600:
             server_errors += 1
         if status >= 400:
-            latest_error[status] = (index, _quote(raw))
+            latest_error[status] = (index, raw)
         if entry["malformed"]:
             malformed += 1
             tls += entry["tls"]
-            last_malformed = _quote(raw)
+            last_malformed = raw
             continue
         key = (entry["method"], entry["path"], status)
         totals[key[:2]] = totals.get(key[:2], 0) + 1
@@ -188,12 +188,13 @@ def summarize(lines: list[str] | None) -> dict:
             route = {"method": entry["method"], "path": entry["path"], "status": status, "count": 0,
                      "total": 0, "share": 0.0, "last_line": "", "format": entry["format"]}
         route["count"] += 1
-        route["last_line"] = _quote(raw)
+        route["last_line"] = raw  # quoted below, once, for the routes that are kept
         routes[key] = route
     ordered = list(routes.values())[-MAX_ROUTES:]
     for route in ordered:
         route["total"] = totals[(route["method"], route["path"])]
         route["share"] = round(route["count"] / route["total"], 2)
+        route["last_line"] = _quote(route["last_line"])
     return {
         "window_lines": len(lines),
         "requests": requests,
@@ -202,9 +203,9 @@ def summarize(lines: list[str] | None) -> dict:
         "client_errors": client_errors,
         "server_errors": server_errors,
         "routes": ordered,
-        "latest_errors": [line for _, line in sorted(latest_error.values())],
+        "latest_errors": [_quote(line) for _, line in sorted(latest_error.values())],
         "malformed": malformed,
         "tls_handshakes": tls,
-        "last_malformed": last_malformed,
+        "last_malformed": _quote(last_malformed) if last_malformed is not None else None,
         "probe_requests": probe,
     }

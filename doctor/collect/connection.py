@@ -37,6 +37,9 @@ def _one_pool_per_socket(api) -> None:
         return  # tcp:// and ssh:// adapters pool per host already
     get_connection = adapter.get_connection
     adapter.get_connection = lambda url, proxies=None: get_connection("http+docker://localhost/", proxies)
+    # No HTTP proxy applies to a unix socket, yet requests reads the proxy variables from the
+    # environment on every request (a tenth of a 200-container scan): tell it not to.
+    api.trust_env = False
 
 
 def _target() -> str:
