@@ -101,12 +101,15 @@ def parse_line(line: str) -> dict | None:
         return None
     found = None
     fmt = None
+    agent = None
     if "[" in line:
-        found = _COMBINED_STRICT.search(line) or _COMBINED_LOOSE.search(line)
+        found = _COMBINED_STRICT.match(line) or _COMBINED_LOOSE.match(line)  # both start at ^
         if found:
-            if found.group("client") is None:
+            client, time_, agent = found.group("client", "time", "agent") if found.re is _COMBINED_STRICT \
+                else (*found.group("client", "time"), None)
+            if client is None:
                 fmt = "django"
-            elif _WERKZEUG_TIME.match(found.group("time")):
+            elif _WERKZEUG_TIME.match(time_):
                 fmt = "werkzeug"
             else:
                 fmt = "combined"
@@ -115,15 +118,15 @@ def parse_line(line: str) -> dict | None:
         fmt = "uvicorn" if found else None
     if found is None:
         return None
-    groups = found.groupdict()
-    request = groups.get("request") or ""
+    client, request, status = found.group("client", "request", "status")
+    request = request or ""
     parsed = _REQUEST.match(request)
     entry = {
         "format": fmt,
-        "client": groups.get("client"),
-        "status": int(groups["status"]),
+        "client": client,
+        "status": int(status),
         "request": request,
-        "agent": groups.get("agent"),
+        "agent": agent,
         "method": None,
         "path": None,
         "malformed": parsed is None,

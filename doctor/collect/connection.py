@@ -31,7 +31,7 @@ def _one_pool_per_socket(api) -> None:
     """docker-py's unix-socket adapter keys its connection pools by the full request URL, so each
     container's inspect and logs URL gets a pool and a new connection of its own (408 connections
     for 200 containers). The pools all dial the same socket: key them by the socket instead, and
-    connections are reused (as many as the pool holds, more than our 8 threads)."""
+    connections are reused (as many as the pool holds, more than our 4 threads)."""
     adapter = api.adapters.get("http+docker://")
     if adapter is None or not hasattr(adapter, "socket_path"):
         return  # tcp:// and ssh:// adapters pool per host already

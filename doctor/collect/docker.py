@@ -33,7 +33,7 @@ LOCAL_SCHEMES = ("http+docker://localhost", "http+docker://localunixsocket")
 class Options:
     """What to collect. Defaults are what `dockdoc scan` does with no flags."""
 
-    def __init__(self, log_lines: int = 200, use_exec: bool = False, workers: int = 8):
+    def __init__(self, log_lines: int = 200, use_exec: bool = False, workers: int = 4):
         self.log_lines = log_lines
         self.use_exec = use_exec
         self.workers = workers
