@@ -89,7 +89,7 @@ def start_lines(server: str, port: int, host: str) -> list[str]:
                 "WARNING: This is a development server. Do not use it in a production deployment.",
                 f" * Running on http://{host}:{port}", "Press CTRL+C to quit"]
     if server == "gunicorn":
-        return [f"[2026-11-27 08:00:00 +0000] [1] [INFO] Starting gunicorn 23.0.0",
+        return ["[2026-11-27 08:00:00 +0000] [1] [INFO] Starting gunicorn 23.0.0",
                 f"[2026-11-27 08:00:00 +0000] [1] [INFO] Listening at: http://{host}:{port} (1)",
                 "[2026-11-27 08:00:00 +0000] [1] [INFO] Using worker: sync",
                 "[2026-11-27 08:00:00 +0000] [7] [INFO] Booting worker with pid: 7",

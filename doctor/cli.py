@@ -10,11 +10,11 @@ from typing import List, Optional
 
 import typer
 
-from doctor import __version__, diagnose, facts, report
+from doctor import __version__, diagnose, facts, options, report
 from doctor.config import ConfigError
 from doctor.engine import packs as pack_loader
 from doctor.errors import DockdocError, RulePackError
-from doctor.watch_cli import Severity, check_post, post_report
+from doctor.watch_cli import check_post, post_report
 from doctor.watch_cli import register as register_watch
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -36,13 +36,6 @@ _state = {"debug": False}
 Format = enum.Enum("Format", {name: name for name in report.FORMATS}, type=str)
 
 
-class FailOn(str, enum.Enum):
-    info = "info"
-    warning = "warning"
-    error = "error"
-    never = "never"
-
-
 def _version(value: bool):
     if value:
         typer.echo(f"dockdoc {__version__}")
@@ -56,15 +49,6 @@ def root(
                                  help="Print the version and exit."),
 ):
     _state["debug"] = debug
-
-
-RulesOption = typer.Option(
-    None, "--rules", metavar="PATH",
-    help="Extra rule pack file or directory (repeatable; also DOCKDOC_RULES, ':'-separated).")
-ConfigOption = typer.Option(None, "--config", metavar="FILE",
-                            help="Config file (default: ./dockdoc.yaml, then the user config directory).")
-LabelIgnoresOption = typer.Option(True, "--label-ignores/--no-label-ignores",
-                                  help="Honour the container label dockdoc.ignore=<rule>,<rule>.")
 
 
 def _collect(containers, running: bool, log_lines: int, use_exec: bool) -> dict:
@@ -85,30 +69,25 @@ def scan(
     containers: Optional[List[str]] = typer.Argument(None, help="Names, ids or globs (default: all)."),
     running: bool = typer.Option(False, "--running", help="Only running containers."),
     fmt: Format = typer.Option("table", "--format", "-f", help="Output format."),
-    min_severity: Severity = typer.Option(Severity.info, "--min-severity", help="Hide findings below this."),
-    fail_on: FailOn = typer.Option(FailOn.error, "--fail-on", help="Exit 1 when a finding is at or above this."),
+    min_severity: options.Severity = typer.Option(options.Severity.info, "--min-severity",
+                                                  help="Hide findings below this."),
+    fail_on: options.FailOn = typer.Option(options.FailOn.error, "--fail-on",
+                                           help="Exit 1 when a finding is at or above this."),
     from_file: Optional[str] = typer.Option(None, "--from", metavar="FILE",
                                             help="Diagnose a snapshot file instead of the Docker daemon."),
-    log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read per container."),
-    use_exec: bool = typer.Option(False, "--exec",
-                                  help="Opt in to `docker exec cat /proc/net/tcp` inside containers "
-                                       "whose sockets this host cannot see (runs a process in them)."),
+    log_lines: int = options.LogLines,
+    use_exec: bool = options.Exec,
     show_suppressed: bool = typer.Option(False, "--show-suppressed", help="List suppressed findings too."),
-    rules: Optional[List[str]] = RulesOption,
-    config: Optional[str] = ConfigOption,
-    label_ignores: bool = LabelIgnoresOption,
+    rules: Optional[List[str]] = options.Rules,
+    config: Optional[str] = options.Config,
+    label_ignores: bool = options.LabelIgnores,
     probe: bool = typer.Option(False, "--probe",
                                help="Also send one TCP connect, one HTTP GET / and (when needed) a TLS "
                                     "handshake to each published port on this host, and diagnose with "
                                     "what came back (see `dockdoc probe`)."),
     probe_timeout: float = typer.Option(2.0, "--probe-timeout", min=0.1, max=60, help="Seconds per probe step."),
-    post: Optional[List[str]] = typer.Option(
-        None, "--post", metavar="[KIND=]URL",
-        help="Also post new and resolved findings here (repeatable; a JSON webhook, or slack=URL), "
-             "as `watch --once` does. See docs/watch.md."),
-    state: Optional[str] = typer.Option(
-        None, "--state", metavar="PATH",
-        help="Finding store for --post (default: $DOCKDOC_STATE, else the user state directory)."),
+    post: Optional[List[str]] = options.Post,
+    state: Optional[str] = options.State,
 ):
     """Diagnose containers: every container (running, exited, created) unless you name some."""
     setup = diagnose.load(rules, config, label_ignores)  # a broken pack or config fails before any Docker work
@@ -134,7 +113,7 @@ def scan(
     if post:
         post_report(document, post, state, unknown=result.unknown, min_severity=min_severity.value,
                     complete=not containers and not running and not from_file)
-    if fail_on != FailOn.never:
+    if fail_on != options.FailOn.never:
         floor = pack_loader.SEVERITY_RANK[fail_on.value]
         if any(pack_loader.SEVERITY_RANK[f["severity"]] >= floor for f in result.findings):
             raise typer.Exit(EXIT_FINDINGS)
@@ -155,8 +134,8 @@ def snapshot(
     output: str = typer.Option(..., "--output", "-o", metavar="FILE", help="Where to write the JSON ('-' for stdout)."),
     containers: Optional[List[str]] = typer.Argument(None, help="Names, ids or globs (default: all)."),
     running: bool = typer.Option(False, "--running", help="Only running containers."),
-    log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read per container."),
-    use_exec: bool = typer.Option(False, "--exec", help="As for scan: opt in to `docker exec` for sockets."),
+    log_lines: int = options.LogLines,
+    use_exec: bool = options.Exec,
 ):
     """Write the collected facts as JSON, to diagnose later with `scan --from FILE` (env values are never included)."""
     data = _collect(containers, running, log_lines, use_exec)
@@ -169,12 +148,12 @@ def snapshot(
 def explain(
     container: str = typer.Argument(..., help="Name, id or glob of the container."),
     from_file: Optional[str] = typer.Option(None, "--from", metavar="FILE", help="Read a snapshot instead of Docker."),
-    log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read."),
-    use_exec: bool = typer.Option(False, "--exec", help="As for scan: opt in to `docker exec` for sockets."),
+    log_lines: int = options.LogLines,
+    use_exec: bool = options.Exec,
     probe: bool = typer.Option(False, "--probe", help="Also probe its published ports (see `dockdoc probe`)."),
-    rules: Optional[List[str]] = RulesOption,
-    config: Optional[str] = ConfigOption,
-    label_ignores: bool = LabelIgnoresOption,
+    rules: Optional[List[str]] = options.Rules,
+    config: Optional[str] = options.Config,
+    label_ignores: bool = options.LabelIgnores,
 ):
     """One container in depth: state, exit code, restarts, health, ports joined with listeners, the path a
     request takes layer by layer (the first broken one marked), logs and findings."""
@@ -204,9 +183,9 @@ def probe_command(
     containers: Optional[List[str]] = typer.Argument(None, help="Names, ids or globs (default: all running)."),
     timeout: float = typer.Option(2.0, "--timeout", min=0.1, max=60, help="Seconds per probe step."),
     fmt: Format = typer.Option("table", "--format", "-f", help="Output format."),
-    log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read per container."),
-    rules: Optional[List[str]] = RulesOption,
-    config: Optional[str] = ConfigOption,
+    log_lines: int = options.LogLines,
+    rules: Optional[List[str]] = options.Rules,
+    config: Optional[str] = options.Config,
 ):
     """Send real traffic to published ports on this host (one TCP connect, one HTTP GET /, a TLS
     handshake when needed) and show what a client gets, with the diagnosis that explains it.
@@ -253,8 +232,8 @@ def _probe_outcome(row: dict) -> str:
 @rules_app.command("list")
 def rules_list(
     fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
-    rules: Optional[List[str]] = RulesOption,
-    config: Optional[str] = ConfigOption,
+    rules: Optional[List[str]] = options.Rules,
+    config: Optional[str] = options.Config,
 ):
     """List every rule in effect (after the config's disable and severity): id, cause, severity, pack, title."""
     import json
@@ -273,8 +252,8 @@ def rules_list(
 @rules_app.command("show")
 def rules_show(
     rule_id: str = typer.Argument(..., help="A rule id such as dockdoc/bind-loopback."),
-    rules: Optional[List[str]] = RulesOption,
-    config: Optional[str] = ConfigOption,
+    rules: Optional[List[str]] = options.Rules,
+    config: Optional[str] = options.Config,
 ):
     """Show one rule: where it comes from, its condition, message, evidence, fix and examples."""
     import yaml

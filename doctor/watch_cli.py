@@ -17,6 +17,7 @@ from typing import List, Optional
 
 import typer
 
+from doctor import options
 from doctor.errors import DockdocError
 
 DEFAULT_INTERVAL = "5m"
@@ -44,27 +45,9 @@ class LogFormat(str, enum.Enum):
     json = "json"
 
 
-class Severity(str, enum.Enum):
-    """A severity on the command line (scan, watch: --min-severity)."""
-
-    info = "info"
-    warning = "warning"
-    error = "error"
-
-
 class HistoryFormat(str, enum.Enum):
     table = "table"
     json = "json"
-
-
-PostOption = typer.Option(
-    None, "--post", metavar="[KIND=]URL", envvar="DOCKDOC_POST",  # env: keeps URLs out of `ps` and inspect
-    help="Send new and resolved findings here (repeatable). KIND: webhook (default; JSON, signed with "
-         "$DOCKDOC_WEBHOOK_SECRET when set) or slack (incoming webhook). Also DOCKDOC_POST (space-separated), "
-         "which keeps the URLs, often secrets themselves, out of `ps` and `docker inspect`.")
-StateOption = typer.Option(
-    None, "--state", metavar="PATH",
-    help="The SQLite state store (default: $DOCKDOC_STATE, else $XDG_STATE_HOME/dockdoc/state.db).")
 
 
 def _open_store(state: str | None):
@@ -75,8 +58,8 @@ def _open_store(state: str | None):
 
 def watch(
     containers: Optional[List[str]] = typer.Argument(None, help="Names, ids or globs to watch (default: all)."),
-    post: Optional[List[str]] = PostOption,
-    state: Optional[str] = StateOption,
+    post: Optional[List[str]] = options.Post,
+    state: Optional[str] = options.State,
     interval: str = typer.Option(DEFAULT_INTERVAL, "--interval", help="Full rescan period (e.g. 30s, 5m, 1h)."),
     once: bool = typer.Option(False, "--once", help="Scan, compare with the store, post, exit (for cron and timers)."),
     remind: Optional[str] = typer.Option(None, "--remind", metavar="DURATION",
@@ -85,24 +68,21 @@ def watch(
                                       help="Call a finding resolved only after it was gone this long (flapping guard)."),
     debounce: str = typer.Option("500ms", "--debounce", metavar="DURATION",
                                  help="Wait for a burst of events on a container to settle before re-diagnosing."),
-    min_severity: Severity = typer.Option(Severity.warning, "--min-severity",
+    min_severity: options.Severity = typer.Option(options.Severity.warning, "--min-severity",
                                              help="Track and post findings at or above this."),
     metrics_addr: Optional[str] = typer.Option(None, "--metrics-addr", metavar="HOST:PORT",
                                                help="Serve Prometheus /metrics and /healthz here."),
     log_format: LogFormat = typer.Option(LogFormat.text, "--log-format", help="text or json (one object a line)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
-    log_lines: int = typer.Option(200, "--log-lines", min=0, max=100000, help="Log lines to read per container."),
-    use_exec: bool = typer.Option(False, "--exec", help="As for scan: opt in to `docker exec` for sockets."),
+    log_lines: int = options.LogLines,
+    use_exec: bool = options.Exec,
     retry_max: str = typer.Option("5m", "--retry-max", metavar="DURATION",
                                   help="Longest wait between delivery retries (backoff doubles up to it)."),
     drain_timeout: str = typer.Option("30s", "--drain-timeout", metavar="DURATION",
                                       help="With --once: how long to keep retrying deliveries before exiting."),
-    rules: Optional[List[str]] = typer.Option(None, "--rules", metavar="PATH",
-                                              help="Extra rule pack file or directory (repeatable; also DOCKDOC_RULES)."),
-    config: Optional[str] = typer.Option(None, "--config", metavar="FILE",
-                                         help="Config file (default: ./dockdoc.yaml, then the user config directory)."),
-    label_ignores: bool = typer.Option(True, "--label-ignores/--no-label-ignores",
-                                       help="Honour the container label dockdoc.ignore=<rule>,<rule>."),
+    rules: Optional[List[str]] = options.Rules,
+    config: Optional[str] = options.Config,
+    label_ignores: bool = options.LabelIgnores,
 ):
     """Watch Docker: diagnose at start, every --interval and on container events; post new and
     resolved findings to webhooks; keep findings and their history in a SQLite store."""
@@ -148,7 +128,7 @@ def watch(
 
 
 def history(
-    state: Optional[str] = StateOption,
+    state: Optional[str] = options.State,
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=100000, help="How many events (newest last)."),
     open_only: bool = typer.Option(False, "--open", help="Show the findings open now instead of events."),
     outbox: bool = typer.Option(False, "--outbox", help="Show deliveries still waiting (and rejected ones)."),

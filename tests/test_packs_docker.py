@@ -83,7 +83,7 @@ def test_config_disable_severity_and_ignore_with_expiry(acme, tmp_path):
     assert "known flaky job" in report["suppressed"][0]["suppressed_by"]
 
     (tmp_path / "dockdoc.yaml").write_text(
-        f"ignore:\n  - {{rule: dockdoc/exit-error, container: '*', reason: old, until: 2020-01-01}}\n")
+        "ignore:\n  - {rule: dockdoc/exit-error, container: '*', reason: old, until: 2020-01-01}\n")
     result = _scan(name, cwd=tmp_path)
     report = json.loads(result.stdout)
     assert result.returncode == 1 and {f["rule"] for f in report["findings"]} == {"dockdoc/exit-error"}

@@ -437,12 +437,10 @@ def test_dockerfile_builds_on_a_locally_imported_base_and_watches(tmp_path, dock
                              str(context)], capture_output=True, text=True, timeout=900)
     assert wheels.returncode == 0, wheels.stderr[-2000:]
     tag = f"dockdoc-test/watch-image:{dockerlab.RUN_ID}"
-    layers, errors = [], []
+    before = set(docker_api.images(all=True, quiet=True))
+    errors = []
     for chunk in docker_api.build(path=str(context), tag=tag, buildargs={"BASE_IMAGE": debian}, rm=True,
                                   forcerm=True, decode=True):
-        text = chunk.get("stream") or ""
-        if text.startswith(" ---> ") and not text.startswith(" ---> Running"):
-            layers.append(text.split()[-1])
         if "error" in chunk:
             errors.append(chunk["error"])
     try:
@@ -461,8 +459,16 @@ def test_dockerfile_builds_on_a_locally_imported_base_and_watches(tmp_path, dock
     finally:
         lab.cleanup()
         lab.created.clear()
-        for image in [tag, *reversed(layers)]:
+        # The tag, then what this build left untagged (the build stage of the multi-stage
+        # Dockerfile): images that did not exist before it. Never the base image.
+        built = set(docker_api.images(all=True, quiet=True)) - before
+        try:
+            docker_api.remove_image(tag, force=True, noprune=False)
+        except docker.errors.APIError:
+            pass
+        for image in built:
             try:
-                docker_api.remove_image(image, force=True, noprune=False)
+                if not (docker_api.inspect_image(image).get("RepoTags") or []):
+                    docker_api.remove_image(image, force=False, noprune=False)
             except docker.errors.APIError:
-                pass
+                pass  # already gone with the tag, or in use
