@@ -385,3 +385,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug or input we did not foresee: still one line
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"dockdoc: unexpected error: {type(exc).__name__}: {exc} "
+                   "(run again with --debug for the traceback, and please report it)", err=True)
+        sys.exit(EXIT_ERROR)

@@ -173,11 +173,22 @@ def validate_snapshot(data: Any, path: str = "snapshot") -> dict:
     for index, container in enumerate(containers):
         if not isinstance(container, dict):
             raise SnapshotError(f"{path}: containers[{index}] must be an object")
+        where = f"{path}: containers[{index}]"
         for key, kind in (("id", str), ("name", str), ("state", dict), ("ports", list)):
             if not isinstance(container.get(key), kind):
-                raise SnapshotError(
-                    f"{path}: containers[{index}].{key} is missing or not {_KIND_NAMES[kind]}"
-                )
+                raise SnapshotError(f"{where}.{key} is missing or not {_KIND_NAMES[kind]}")
+        # The parts reports and rules walk into: present with the right shape, or absent/null.
+        for key, kind in (("restart", dict), ("health", dict), ("logs", dict), ("labels", dict),
+                          ("unknown", dict), ("listeners", list), ("networks", list), ("http", dict)):
+            if container.get(key) is not None and not isinstance(container[key], kind):
+                raise SnapshotError(f"{where}.{key} is not {_KIND_NAMES[kind]}")
+        lines = (container.get("logs") or {}).get("lines")
+        if lines is not None and not (isinstance(lines, list) and all(isinstance(l, str) for l in lines)):
+            raise SnapshotError(f"{where}.logs.lines is not a list of strings")
+        for number, port in enumerate(container["ports"]):
+            if not (isinstance(port, dict) and isinstance(port.get("port"), int)
+                    and all(isinstance(port.get(k) or [], list) for k in ("published", "requested"))):
+                raise SnapshotError(f"{where}.ports[{number}] is not a port entry (port number, published, requested)")
         container.setdefault("unknown", {})
     return data
 

@@ -151,3 +151,19 @@ def test_exit_meaning_of_signals_and_nothing():
 def test_parse_time(text, expected):
     parsed = facts.parse_time(text)
     assert (parsed.isoformat() if parsed else None) == expected
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"health": "bad"}, "containers[0].health is not an object"),
+    ({"logs": {"lines": 5}}, "containers[0].logs.lines is not a list of strings"),
+    ({"ports": [{"port": "weird"}]}, "containers[0].ports[0] is not a port entry"),
+    ({"restart": []}, "containers[0].restart is not an object"),
+])
+def test_malformed_container_parts_are_named(tmp_path, change, expected):
+    container = {"id": "a" * 64, "name": "x", "state": {"running": True}, "ports": [], **change}
+    path = tmp_path / "snap.json"
+    path.write_text(json.dumps({"schema_version": 1, "kind": "dockdoc-snapshot", "host": {},
+                                "containers": [container]}))
+    with pytest.raises(SnapshotError) as caught:
+        facts.read_snapshot(str(path))
+    assert expected in str(caught.value)
