@@ -48,13 +48,6 @@ from tests import dockerlab  # noqa: E402
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"dockdoc-watchbench-{RUN}-"
 LABEL = "dockdoc.bench"
-ENTRY = (
-    "from doctor.cli import app, main\n"
-    "from doctor.watch_cli import register\n"
-    "if not any((c.name or c.callback.__name__) == 'watch' for c in app.registered_commands):\n"
-    "    register(app)\n"
-    "main()\n"
-)
 
 
 class Receiver:
@@ -164,7 +157,7 @@ def main() -> int:
         log_path = work / "watch.log"
         with open(log_path, "w") as log:
             watch = subprocess.Popen(
-                [sys.executable, "-c", ENTRY, "watch", f"{PREFIX}*", "--post", f"{receiver.url}/dockdoc",
+                [sys.executable, "-m", "doctor", "watch", f"{PREFIX}*", "--post", f"{receiver.url}/dockdoc",
                  "--state", str(work / "state.db"), "--log-format", "json"],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         process = psutil.Process(watch.pid)

@@ -26,18 +26,10 @@ from doctor.watch_cli import post_report
 from tests import dockerlab
 from tests.test_webhook import Receiver, free_port
 
-# Runs the real CLI; registers watch/history itself until doctor/cli.py does.
-ENTRY = (
-    "from doctor.cli import app, main\n"
-    "from doctor.watch_cli import register\n"
-    "if not any((c.name or c.callback.__name__) == 'watch' for c in app.registered_commands):\n"
-    "    register(app)\n"
-    "main()\n"
-)
 
 
 def dockdoc(*args, env=None, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", ENTRY, *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "doctor", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout, cwd=dockerlab.REPO)
 
 
@@ -48,7 +40,7 @@ class Watch:
         Watch.count = getattr(Watch, "count", 0) + 1
         self.log_path = tmp_path / f"watch-{Watch.count}.log"
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-c", ENTRY, "watch", *args], stdout=self._log,
+        self.proc = subprocess.Popen([sys.executable, "-m", "doctor", "watch", *args], stdout=self._log,
                                      stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                      cwd=dockerlab.REPO)
 
