@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 import docker.errors
 import requests.exceptions
 
-from doctor import facts, report
+from doctor import diagnose, report
 from doctor.collect import connection
 from doctor.collect import docker as collector
-from doctor import diagnose
 from doctor.errors import ContainerNotFound, DockerUnavailable
 from doctor.sinks import Deliverer
 from doctor.store import Observed, Store, subject_of
@@ -347,26 +346,17 @@ class Watcher:
 
     def _collect(self, subjects: set | None) -> dict:
         """The containers the patterns (and, for a targeted scan, the subjects) select, collected as
-        `dockdoc scan` collects them. A container removed between list and inspect: list again."""
+        `dockdoc scan` collects them, from one list call."""
         if self._api is None:
             self._api = connection.connect()
-        api = self._api
-        if subjects is None and not self.settings.patterns:
-            return collector.collect(api, None, options=self.options)  # everything: one list call
-        for _attempt in range(3):
-            try:
-                summaries = api.containers(all=True)
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-                raise connection.describe_failure(exc) from exc
-            chosen = [s["Id"] for s in summaries
-                      if wanted(s, self.settings.patterns) and (subjects is None or summary_subject(s) in subjects)]
-            if not chosen:
-                return facts.new_snapshot({}, [])
-            try:
-                return collector.collect(api, chosen, options=self.options)
-            except ContainerNotFound:
-                continue
-        return collector.collect(api, chosen, options=self.options)
+        patterns = self.settings.patterns
+        if subjects is None and not patterns:
+            return collector.collect(self._api, None, options=self.options)  # everything
+
+        def keep(summary: dict) -> bool:
+            return wanted(summary, patterns) and (subjects is None or summary_subject(summary) in subjects)
+
+        return collector.collect(self._api, options=self.options, keep=keep)
 
     # -- Docker events, and reconnecting ------------------------------------------------------------
 

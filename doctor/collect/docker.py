@@ -75,8 +75,10 @@ def _matches(summary: dict, pattern: str) -> bool:
 
 
 def collect(api, patterns: list[str] | None = None, running_only: bool = False,
-            options: Options | None = None) -> dict:
-    """A snapshot of the selected containers (see doctor.facts for its shape)."""
+            options: Options | None = None, keep=None) -> dict:
+    """A snapshot of the selected containers (see doctor.facts for its shape). `keep`, a predicate
+    over list-call summaries, replaces `patterns` for callers (watch) that choose by other means:
+    still one list call, and the unchosen containers still serve the cross-container joins."""
     options = options or Options()
     try:
         version = api.version()
@@ -84,7 +86,7 @@ def collect(api, patterns: list[str] | None = None, running_only: bool = False,
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise describe_failure(exc) from exc
     everyone = summaries
-    summaries = select(summaries, patterns or [])
+    summaries = select(summaries, patterns or []) if keep is None else [s for s in summaries if keep(s)]
     now = _dt.datetime.now(_dt.timezone.utc)
     local = api.base_url.startswith(LOCAL_SCHEMES)
 
